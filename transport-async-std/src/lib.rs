@@ -1,0 +1,1 @@
+//! socks5d on async-std (issue 5).

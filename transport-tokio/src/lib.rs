@@ -1,0 +1,1 @@
+//! socks5d on tokio (issue 4).
