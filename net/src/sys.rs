@@ -28,7 +28,8 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
         lim.rlim_cur = lim.rlim_max;
     }
-    Ok(lim.rlim_cur as u64)
+    #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+    Ok(u64::from(lim.rlim_cur))
 }
 
 /// Returns whether an `accept` error means the process or system ran out of descriptors or

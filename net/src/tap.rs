@@ -62,6 +62,12 @@ impl<'a> Tap<'a> {
         self.sniff(data, Sniffer::on_client);
     }
 
+    /// Client bytes that were read (and counted) during the handshake and are now forwarded
+    /// to the destination (the handshake's `leftover`): sniffed, not counted again.
+    pub fn client_leftover(&self, data: &[u8]) {
+        self.sniff(data, Sniffer::on_client);
+    }
+
     /// Bytes read from the destination (on their way to the client).
     pub fn from_server(&self, now: Instant, data: &[u8]) {
         self.conn.record_received(now, data.len());
