@@ -55,7 +55,7 @@ impl Method {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Greeting {
     /// The METHOD bytes offered, in the client's order (at most 255).
-    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_field::<0>))]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
     pub methods: Bytes,
 }
 
@@ -392,15 +392,4 @@ impl Reply {
         dst.put_slice(&[VERSION, self.code as u8, 0]);
         self.bound.encode(dst);
     }
-}
-
-/// Generates a byte field of `MIN..=255` bytes, so that generated messages always encode.
-#[cfg(feature = "arbitrary")]
-pub(crate) fn arbitrary_field<const MIN: usize>(
-    u: &mut arbitrary::Unstructured<'_>,
-) -> arbitrary::Result<Bytes> {
-    let mut field = vec![0; u.int_in_range(MIN..=255)?];
-    // Pads with zeros once the input runs out, rather than failing.
-    u.fill_buffer(&mut field)?;
-    Ok(Bytes::from(field))
 }
