@@ -18,10 +18,18 @@ use crate::error::DecodeError;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TargetAddr {
-    /// An IPv4 or IPv6 address and port.
-    Ip(SocketAddr),
+    /// An IPv4 or IPv6 address and port. (The wire has no IPv6 flow info or scope id: a
+    /// decoded address has them zero.)
+    Ip(#[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_wire_addr))] SocketAddr),
     /// A domain name (1 to 255 bytes, as sent; not necessarily UTF-8) and port.
-    Domain(Bytes, u16),
+    Domain(
+        #[cfg_attr(
+            feature = "arbitrary",
+            arbitrary(with = crate::codec::arbitrary_field::<1>)
+        )]
+        Bytes,
+        u16,
+    ),
 }
 
 impl TargetAddr {
@@ -109,6 +117,18 @@ impl TargetAddr {
         }
         dst.put_u16(self.port());
     }
+}
+
+/// Generates an address as the wire can carry it (IPv6 flow info and scope id zero), so that
+/// generated values survive an encode/decode round trip.
+#[cfg(feature = "arbitrary")]
+fn arbitrary_wire_addr(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<SocketAddr> {
+    let mut a: SocketAddr = u.arbitrary()?;
+    if let SocketAddr::V6(v6) = &mut a {
+        v6.set_flowinfo(0);
+        v6.set_scope_id(0);
+    }
+    Ok(a)
 }
 
 /// Shows the host part as the client sent it (name, or IP address), without the port, as the
