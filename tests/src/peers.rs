@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use socks5d_core::socks5::TargetAddr;
+use socks5d_core::socks5::{
+    Command, Greeting, Method, MethodSelection, Reply, Request, TargetAddr,
+};
 use socks5d_core::{UserPassReply, UserPassRequest};
 
 /// Read/write timeout of every client socket: long enough never to matter, short enough that
@@ -119,7 +121,9 @@ pub fn ipv6_loopback() -> Option<IpAddr> {
 
 /// Encodes a greeting offering username/password only (RFC 1928 §3).
 pub fn greeting() -> Vec<u8> {
-    vec![0x05, 0x01, 0x02]
+    let mut b = BytesMut::new();
+    Greeting::new(&[Method::USER_PASS]).encode(&mut b);
+    b.to_vec()
 }
 
 /// Encodes an RFC 1929 request.
@@ -135,8 +139,12 @@ pub fn userpass(user: &str, password: &str) -> Vec<u8> {
 
 /// Encodes a CONNECT request to `target` (RFC 1928 §4).
 pub fn connect_request(target: &TargetAddr) -> Vec<u8> {
-    let mut b = BytesMut::from(&[0x05, 0x01, 0x00][..]);
-    target.encode(&mut b);
+    let mut b = BytesMut::new();
+    Request {
+        command: Command::Connect,
+        target: target.clone(),
+    }
+    .encode(&mut b);
     b.to_vec()
 }
 
@@ -157,11 +165,14 @@ pub fn read_n(s: &mut TcpStream, n: usize) -> io::Result<Vec<u8>> {
 ///
 /// I/O errors; `InvalidData` if VER is not 5.
 pub fn read_method(s: &mut TcpStream) -> io::Result<u8> {
-    let b = read_n(s, 2)?;
-    if b[0] != 0x05 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad VER"));
+    let mut b = BytesMut::from(&read_n(s, MethodSelection::LEN)?[..]);
+    match MethodSelection::decode(&mut b) {
+        Ok(Some(m)) => Ok(m.method.0),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{other:?}"),
+        )),
     }
-    Ok(b[1])
 }
 
 /// Reads an RFC 1929 reply; returns STATUS.
@@ -184,33 +195,30 @@ pub fn read_userpass_reply(s: &mut TcpStream) -> io::Result<u8> {
 ///
 /// # Errors
 ///
-/// I/O errors; `InvalidData` on a malformed reply.
+/// I/O errors; `InvalidData` on a malformed reply or a BND that is not an IP address.
 pub fn read_reply(s: &mut TcpStream) -> io::Result<(u8, SocketAddr)> {
-    let head = read_n(s, 4)?;
-    if head[0] != 0x05 || head[2] != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad reply head"));
+    let mut b = BytesMut::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match Reply::check(&b) {
+            Ok(Some(_)) => break,
+            Ok(None) => {
+                s.read_exact(&mut byte)?;
+                b.extend_from_slice(&byte);
+            }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
     }
-    let ip: IpAddr = match head[3] {
-        0x01 => {
-            let b: [u8; 4] = read_n(s, 4)?.try_into().expect("4 bytes");
-            Ipv4Addr::from(b).into()
-        }
-        0x04 => {
-            let b: [u8; 16] = read_n(s, 16)?.try_into().expect("16 bytes");
-            Ipv6Addr::from(b).into()
-        }
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("reply ATYP {other}"),
-            ))
-        }
-    };
-    let p = read_n(s, 2)?;
-    Ok((
-        head[1],
-        SocketAddr::new(ip, u16::from_be_bytes([p[0], p[1]])),
-    ))
+    match Reply::decode(&mut b) {
+        Ok(Some(Reply {
+            code,
+            bound: TargetAddr::Ip(a),
+        })) => Ok((code as u8, a)),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{other:?}"),
+        )),
+    }
 }
 
 /// Runs greeting, authentication and CONNECT step by step. Returns the stream (relaying if
