@@ -72,8 +72,10 @@ pub(crate) fn put_lv(dst: &mut impl BufMut, field: &[u8]) {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct UserPassRequest {
     /// UNAME, as sent.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_bytes))]
     pub user: Bytes,
     /// PASSWD, as sent.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_bytes))]
     pub password: Bytes,
 }
 
@@ -168,6 +170,14 @@ impl UserPassReply {
         dst.put_u8(UserPassRequest::VERSION);
         dst.put_u8(self.status);
     }
+}
+
+/// Builds an arbitrary [`Bytes`] of at most 255 bytes (the longest a length-prefixed field can
+/// be), for `#[arbitrary(with = ...)]` on `Bytes` fields: `bytes` has no `arbitrary` feature.
+#[cfg(feature = "arbitrary")]
+pub(crate) fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
+    let v: &[u8] = u.arbitrary()?;
+    Ok(Bytes::copy_from_slice(&v[..v.len().min(255)]))
 }
 
 /// Compares two byte strings in time that depends only on their lengths, so that a password

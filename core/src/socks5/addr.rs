@@ -21,7 +21,10 @@ pub enum TargetAddr {
     /// An IPv4 or IPv6 address and port.
     Ip(SocketAddr),
     /// A domain name (1 to 255 bytes, as sent; not necessarily UTF-8) and port.
-    Domain(Bytes, u16),
+    Domain(
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_bytes))] Bytes,
+        u16,
+    ),
 }
 
 impl TargetAddr {
