@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use socks5d_core::admin::msg::{AdminRequest, AdminResponse};
+use socks5d_core::admin::Dialect;
 use socks5d_core::socks5::{
     Command, Greeting, Method, MethodSelection, Reply, Request, TargetAddr,
 };
@@ -277,5 +279,93 @@ pub fn is_closed_by_peer(s: &mut TcpStream) -> bool {
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
             Err(_) => return false,
         }
+    }
+}
+
+/// A blocking administration client over any byte stream, built on the core's admin codec.
+#[derive(Debug)]
+pub struct AdminClient<S> {
+    io: S,
+    dialect: Dialect,
+    buf: BytesMut,
+}
+
+impl<S: Read + Write> AdminClient<S> {
+    /// Wraps a connected stream.
+    pub fn new(io: S, dialect: Dialect) -> Self {
+        Self {
+            io,
+            dialect,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Authenticates; returns STATUS.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; `InvalidData` if the reply does not decode.
+    pub fn auth(&mut self, user: &str, password: &str) -> io::Result<u8> {
+        self.io.write_all(&userpass(user, password))?;
+        loop {
+            match UserPassReply::decode(&mut self.buf) {
+                Ok(Some(r)) => return Ok(r.status),
+                Ok(None) => self.fill()?,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+
+    /// Sends `requests` in one write (pipelined).
+    ///
+    /// # Errors
+    ///
+    /// The write's error.
+    pub fn send(&mut self, requests: &[AdminRequest]) -> io::Result<()> {
+        let mut b = BytesMut::new();
+        for r in requests {
+            r.encode(&mut b);
+        }
+        self.io.write_all(&b)
+    }
+
+    /// Reads the response to `request`.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; `InvalidData` if the response does not decode.
+    pub fn recv(&mut self, request: &AdminRequest) -> io::Result<AdminResponse> {
+        loop {
+            match AdminResponse::decode(&mut self.buf, self.dialect, request) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => self.fill()?,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+
+    /// Sends one request and reads its response.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send) and [`recv`](Self::recv).
+    pub fn call(&mut self, request: &AdminRequest) -> io::Result<AdminResponse> {
+        self.send(std::slice::from_ref(request))?;
+        self.recv(request)
+    }
+
+    /// Returns the stream.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut tmp = [0u8; 4096];
+        let n = self.io.read(&mut tmp)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
     }
 }

@@ -10,10 +10,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Modify, ModifyCmd, Query, ValueCmd};
+use socks5d_core::admin::Dialect;
 use socks5d_core::socks5::TargetAddr;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege};
+use socks5d_net::AdminTransport;
 use socks5d_tests::harness::{Runtime, Setup, TestServer};
-use socks5d_tests::peers::{self, ECHO_TRAILER, HTTP_BODY};
+use socks5d_tests::peers::{self, AdminClient, ECHO_TRAILER, HTTP_BODY};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -306,24 +309,71 @@ fn sniffs_http_basic_credentials(rt: Runtime) {
 
 fn admin_over_tcp(rt: Runtime) {
     let srv = start(rt);
-    let mut s = peers::tcp(srv.admin).unwrap();
-    // Authentication (draft §2.2), then pipelined requests in one write.
-    s.write_all(&peers::userpass("admin", "adminpw")).unwrap();
-    assert_eq!(peers::read_n(&mut s, 2).unwrap(), [0x01, 0x00]);
-    let mut reqs = vec![0x00, 0x07]; // Get Total User Count
-    reqs.extend([0x00, 0x00]); // List Users
-    reqs.extend([0x01, 0x04, 0x00, 0x00, 0x10, 0x00]); // Set I/O Buffer Size 4096
-    reqs.extend([0x00, 0x08]); // Get I/O Buffer Size
-    s.write_all(&reqs).unwrap();
-    assert_eq!(peers::read_n(&mut s, 3).unwrap(), [0x00, 0x07, 2]);
-    let list = [&[0x00, 0x00, 2, 5][..], b"admin", &[5], b"alice"].concat();
-    assert_eq!(peers::read_n(&mut s, list.len()).unwrap(), list);
-    assert_eq!(peers::read_n(&mut s, 3).unwrap(), [0x01, 0x04, 0x00]);
+    assert_eq!(srv.admin_transport, AdminTransport::Tcp);
+    let mut c = AdminClient::new(peers::tcp(srv.admin).unwrap(), Dialect::Draft);
+    assert_eq!(c.auth("admin", "adminpw").unwrap(), 0x00);
+    // Pipelined: all requests in one write, responses in order.
+    let reqs = [
+        AdminRequest::Query(Query::UserCount),
+        AdminRequest::Query(Query::ListUsers),
+        AdminRequest::Modify(Modify::SetBufferSize(4096)),
+        AdminRequest::Query(Query::BufferSize),
+        AdminRequest::Modify(Modify::AddUser {
+            name: Bytes::from_static(b"carol"),
+            password: Bytes::from_static(b"pw"),
+            privilege: 0,
+        }),
+        AdminRequest::Query(Query::HistoricConnections),
+    ];
+    c.send(&reqs).unwrap();
+    let got: Vec<AdminResponse> = reqs.iter().map(|r| c.recv(r).unwrap()).collect();
     assert_eq!(
-        peers::read_n(&mut s, 6).unwrap(),
-        [0x00, 0x08, 0, 0, 0x10, 0]
+        got[0],
+        AdminResponse::Value {
+            cmd: ValueCmd::UserCount,
+            value: 2
+        }
+    );
+    let AdminResponse::Users(users) = &got[1] else {
+        panic!("{:?}", got[1]);
+    };
+    let names: Vec<&[u8]> = users.iter().map(|u| &u.name[..]).collect();
+    assert_eq!(names, [&b"admin"[..], b"alice"]);
+    assert_eq!(
+        got[2],
+        AdminResponse::Status {
+            cmd: ModifyCmd::SetBufferSize,
+            status: 0
+        }
+    );
+    assert_eq!(
+        got[3],
+        AdminResponse::Value {
+            cmd: ValueCmd::BufferSize,
+            value: 4096
+        }
+    );
+    assert_eq!(
+        got[4],
+        AdminResponse::Status {
+            cmd: ModifyCmd::AddUser,
+            status: 0
+        }
+    );
+    assert_eq!(
+        got[5],
+        AdminResponse::Value {
+            cmd: ValueCmd::HistoricConnections,
+            value: 0
+        }
     );
     assert_eq!(srv.state.settings().buffer_size(), 4096);
+    assert_eq!(srv.state.user_count(), 3);
+    // The user added over the admin protocol can proxy at once.
+    let echo = peers::echo_server(LOCALHOST);
+    let (mut s, rep, _) = peers::socks_connect(srv.socks, "carol", "pw", &ip(echo)).unwrap();
+    assert_eq!(rep, 0);
+    echo_round_trip(&mut s, b"added by admin");
 }
 
 fn admin_wrong_password_is_closed(rt: Runtime) {

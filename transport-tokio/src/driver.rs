@@ -259,6 +259,9 @@ where
     let mut s = AdminSession::new(now(), shared.options.dialect, io.framing());
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut eof = false;
+    // Back-pressure (see the core's admin docs): complete requests left in `rbuf` are served
+    // after draining, before reading more.
+    let mut retry = false;
     loop {
         while let Some(b) = s.poll_transmit() {
             io.send(&b).await?;
@@ -286,6 +289,12 @@ where
             // The session had its chance to answer the end of stream.
             return Ok(());
         }
+        if retry {
+            let before = rbuf.len();
+            s.handle_input(now(), &mut rbuf, &conn);
+            retry = !rbuf.is_empty() && rbuf.len() < before;
+            continue;
+        }
         let deadline = s.poll_timeout();
         tokio::select! {
             r = io.recv(&mut rbuf) => {
@@ -299,6 +308,7 @@ where
                     if end_of_message {
                         s.handle_end_of_message(now(), &mut rbuf);
                     }
+                    retry = !rbuf.is_empty();
                 }
             }
             () = sleep_until_opt(deadline) => s.handle_timeout(now()),
