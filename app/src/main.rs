@@ -73,6 +73,7 @@ fn init_tracing(level: Option<&str>) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -152,7 +153,7 @@ fn run_tokio(
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let transport = options.admin_transport;
         let listeners = match socks5d_tokio::Listeners::bind(socks_addr, admin_addr, transport) {
             Ok(l) => l,
@@ -171,7 +172,8 @@ fn run_tokio(
         let shared = socks5d_tokio::Shared::new(state, options);
         socks5d_tokio::run(listeners, shared, shutdown_signal()).await;
         ExitCode::SUCCESS
-    })
+    });
+    code
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -205,6 +205,8 @@ impl Tasks {
         self.tx = None;
         if tokio::time::timeout(grace, self.rx.recv()).await.is_err() {
             tracing::warn!("some {what} connections did not close within {grace:?}");
+        } else {
+            tracing::debug!("{what} listener stopped; its connections are closed");
         }
     }
 }
