@@ -237,6 +237,10 @@ impl Http {
     }
 
     fn status_line(&mut self, line: &[u8], found: &mut Found) {
+        if line.is_empty() {
+            // Some servers send a stray CRLF after a body; tolerate it as before a request.
+            return;
+        }
         // HTTP-version SP 3DIGIT SP reason (the reason may be missing).
         let status = line
             .get(9..12)
