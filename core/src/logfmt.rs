@@ -390,7 +390,7 @@ mod tests {
     fn escaping_round_trips_and_has_no_controls() {
         let mut samples: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b, b'x', b]).collect();
         samples.push(b"\\x41".to_vec());
-        samples.push([&"\u{2029}\u{9f}\u{e9}".as_bytes()[..], b"\xe2"].concat());
+        samples.push(["\u{2029}\u{9f}\u{e9}".as_bytes(), &b"\xe2"[..]].concat());
         samples.push(vec![0xe2, 0x80]); // truncated UTF-8
         for raw in samples {
             let e = esc(&raw);
