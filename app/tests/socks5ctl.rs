@@ -727,3 +727,111 @@ fn dialect_mismatch_is_reported() {
     assert_eq!(out.code, 5, "{out:?}");
     assert!(out.stderr.contains("--admin-dialect"), "{out:?}");
 }
+
+/// Kills the server when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the real `socks5d` with the admin protocol over TCP and waits until it accepts.
+fn real_server(dialect: &str) -> (Child, String) {
+    let (socks, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_socks5d"))
+        .args(["-p", &socks.to_string(), "-P", &admin.to_string()])
+        .args(["--admin-transport", "tcp", "--admin-dialect", dialect])
+        .args(["-a", ADMIN, "-u", "bob:bobpw", "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Child(child);
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "socks5d did not listen"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    (child, admin.to_string())
+}
+
+#[test]
+fn against_the_real_socks5d() {
+    for d in ["draft", "final"] {
+        let (_server, port) = real_server(d);
+        let ctl = |args: &[&str]| {
+            let mut all = vec![
+                "-u",
+                ADMIN,
+                "-P",
+                &port,
+                "--admin-transport",
+                "tcp",
+                "--admin-dialect",
+                d,
+            ];
+            all.extend_from_slice(args);
+            run(&all, &[])
+        };
+        let out = ctl(&["user-count"]);
+        assert_eq!(
+            (out.code, &out.stdout[..]),
+            (0, "Users: 2\n"),
+            "{d}: {out:?}"
+        );
+        let out = ctl(&["add-user", "carl", "carlpw"]);
+        assert_eq!(out.code, 0, "{d}: {out:?}");
+        let out = ctl(&["add-user", "carl", "carlpw"]);
+        assert_eq!(out.code, 1, "{d}: {out:?}");
+        assert!(out.stderr.contains("username already taken"), "{out:?}");
+        let out = ctl(&["--json", "users"]);
+        assert_eq!(out.code, 0, "{d}: {out:?}");
+        let j: Value = serde_json::from_str(&out.stdout).unwrap();
+        let names: Vec<&str> = j["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"carl") && names.contains(&"bob"), "{j}");
+        assert_eq!(ctl(&["set-connection-timeout", "42"]).code, 0);
+        let out = ctl(&["--json", "stats"]);
+        assert_eq!(out.code, 0, "{d}: {out:?}");
+        let j: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(j["connection_timeout"], 42, "{j}");
+        assert_eq!(j["user_count"], 3, "{j}");
+        assert_eq!(j["historic_connections"], 0, "{j}");
+        let out = ctl(&["remove-user", "carl"]);
+        assert_eq!(out.code, 0, "{d}: {out:?}");
+        let out = run(
+            &[
+                "-u",
+                "admin:wrong",
+                "-P",
+                &port,
+                "--admin-transport",
+                "tcp",
+                "--admin-dialect",
+                d,
+                "users",
+            ],
+            &[],
+        );
+        assert_eq!(out.code, 3, "{d}: {out:?}");
+    }
+}
