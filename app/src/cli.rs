@@ -206,7 +206,7 @@ pub(crate) struct Cli {
     pub(crate) log_level: Option<String>,
 
     /// Most SOCKS client connections served at once; more wait until one closes.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_max_connections)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_max_connections)]
     pub(crate) max_connections: usize,
 
     /// Initial size of each relay buffer, in bytes (50 to 1048576).

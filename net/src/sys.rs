@@ -3,8 +3,13 @@
 use std::io;
 use std::time::Duration;
 
+/// A privileged process raises its hard `RLIMIT_NOFILE` to at least this many descriptors.
+pub const WANT_NOFILE: u64 = 1 << 16;
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, so the server can hold many
-/// connections (each proxied connection needs two descriptors). Returns the new soft limit.
+/// connections (each proxied connection needs two descriptors). A privileged process (root,
+/// `CAP_SYS_RESOURCE`) first raises a hard limit below [`WANT_NOFILE`] to it; elsewhere that
+/// attempt fails quietly. Returns the new soft limit.
 ///
 /// # Errors
 ///
@@ -17,6 +22,18 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     // SAFETY: `lim` is a valid, writable `rlimit`.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+    if u64::from(lim.rlim_max) < WANT_NOFILE {
+        let want = libc::rlimit {
+            rlim_cur: WANT_NOFILE as libc::rlim_t,
+            rlim_max: WANT_NOFILE as libc::rlim_t,
+        };
+        // SAFETY: `want` is a valid `rlimit`. Unprivileged, this fails with EPERM and changes
+        // nothing.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim = want;
+        }
     }
     if lim.rlim_cur < lim.rlim_max {
         let want = libc::rlimit {
