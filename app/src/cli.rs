@@ -205,9 +205,10 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "LEVEL")]
     pub(crate) log_level: Option<String>,
 
-    /// Most SOCKS client connections served at once; more wait until one closes.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_max_connections)]
-    pub(crate) max_connections: usize,
+    /// Most SOCKS client connections served at once; more wait until one closes. Default:
+    /// 10000, or fewer if the open-file limit cannot hold that many (two descriptors each).
+    #[arg(long, value_name = "N", value_parser = parse_max_connections)]
+    pub(crate) max_connections: Option<usize>,
 
     /// Initial size of each relay buffer, in bytes (50 to 1048576).
     #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = parse_buffer_size)]

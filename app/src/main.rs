@@ -38,20 +38,11 @@ fn main() -> ExitCode {
         return ExitCode::from(USAGE);
     }
 
-    match socks5d_net::sys::raise_nofile_limit() {
-        Ok(n) if n < (cli.max_connections as u64) * 2 + 64 => tracing::warn!(
-            limit = n,
-            max_connections = cli.max_connections,
-            "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
-    }
-
+    let max_connections = max_connections(cli.max_connections);
     let options = ServerOptions {
         dialect: cli.admin_dialect.into(),
         admin_transport: cli.admin_transport.into(),
-        max_connections: cli.max_connections,
+        max_connections,
         ..ServerOptions::default()
     };
     let socks_addr = SocketAddr::new(cli.listen, cli.port);
@@ -59,6 +50,32 @@ fn main() -> ExitCode {
     match cli.runtime {
         RuntimeArg::Tokio => run_tokio(state, options, socks_addr, admin_addr),
         RuntimeArg::AsyncStd => run_async_std(state, options, socks_addr, admin_addr),
+    }
+}
+
+/// Default of `--max-connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Raises the open-file limit and returns how many SOCKS connections to serve at once: the
+/// operator's number (with a warning if the limit cannot hold it), else the default, lowered
+/// to what the limit holds (two descriptors per proxied connection, 64 spare).
+fn max_connections(asked: Option<usize>) -> usize {
+    let fits = |limit: u64| usize::try_from(limit.saturating_sub(64) / 2).unwrap_or(usize::MAX);
+    match (asked, socks5d_net::sys::raise_nofile_limit()) {
+        (Some(n), Ok(limit)) if n > fits(limit) => {
+            tracing::warn!(
+                limit,
+                max_connections = n,
+                "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
+            );
+            n
+        }
+        (Some(n), _) => n,
+        (None, Ok(limit)) => DEFAULT_MAX_CONNECTIONS.min(fits(limit)).max(1),
+        (None, Err(e)) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            DEFAULT_MAX_CONNECTIONS
+        }
     }
 }
 
