@@ -1,0 +1,107 @@
+//! Server memory per idle proxied connection: open N proxied connections to the echo server
+//! (each checked with a one-byte echo), let them sit, and divide the growth of the server's
+//! resident set by N. The growth is measured from `baseline_kib`, the server's RSS before the
+//! first idle run (servers rarely give memory back, so a second run measured from its own
+//! start would see almost no growth): run this against a freshly started server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::{procfs, socks, Server};
+
+/// Settings of one idle-connection run.
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub(crate) connections: usize,
+    /// How many connections are being opened at once.
+    pub(crate) open_concurrency: usize,
+    /// Wait after the last connection is up, before reading the RSS.
+    pub(crate) settle: Duration,
+    pub(crate) timeout: Duration,
+}
+
+/// Result of one idle-connection run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) connections: usize,
+    pub(crate) established: usize,
+    pub(crate) errors: usize,
+    pub(crate) first_error: Option<String>,
+    pub(crate) open_seconds: f64,
+    pub(crate) rss_before_kib: Option<u64>,
+    pub(crate) rss_after_kib: Option<u64>,
+    pub(crate) rss_per_connection_kib: Option<f64>,
+    pub(crate) server_threads_after: Option<u64>,
+}
+
+async fn open_one(server: &Server, echo: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut s = socks::connect(server.proxy, server.creds.as_ref(), echo).await?;
+    s.write_all(b"i").await?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await?;
+    Ok(s)
+}
+
+pub(crate) async fn run(
+    server: &Server,
+    echo: SocketAddr,
+    p: &Params,
+    baseline_kib: Option<u64>,
+) -> Report {
+    let rss0 = baseline_kib;
+    let t0 = Instant::now();
+    let sem = Arc::new(Semaphore::new(p.open_concurrency.max(1)));
+    let server = Arc::new(server.clone());
+    let deadline = tokio::time::Instant::now() + p.timeout;
+    let mut tasks = Vec::with_capacity(p.connections);
+    for _ in 0..p.connections {
+        let sem = sem.clone();
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            match tokio::time::timeout_at(deadline, open_one(&server, echo)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("timed out opening".to_string()),
+            }
+        }));
+    }
+    let mut conns = Vec::with_capacity(p.connections);
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await.expect("open task panicked") {
+            Ok(s) => conns.push(s),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let open_seconds = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(p.settle).await;
+    let rss1 = server.pid.and_then(|pid| procfs::rss_kib(pid).ok());
+    let threads = server.pid.and_then(|pid| procfs::thread_count(pid).ok());
+    let established = conns.len();
+    drop(conns);
+    let per = match (rss0, rss1) {
+        (Some(a), Some(b)) if established > 0 => Some((b as f64 - a as f64) / established as f64),
+        _ => None,
+    };
+    Report {
+        connections: p.connections,
+        established,
+        errors,
+        first_error,
+        open_seconds,
+        rss_before_kib: rss0,
+        rss_after_kib: rss1,
+        rss_per_connection_kib: per,
+        server_threads_after: threads,
+    }
+}
