@@ -72,8 +72,10 @@ pub(crate) fn put_lv(dst: &mut impl BufMut, field: &[u8]) {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct UserPassRequest {
     /// UNAME, as sent.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
     pub user: Bytes,
     /// PASSWD, as sent.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
     pub password: Bytes,
 }
 
@@ -177,6 +179,17 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Generates a byte field of `MIN..=255` bytes, so that generated messages always encode.
+#[cfg(feature = "arbitrary")]
+pub(crate) fn arbitrary_field<const MIN: usize>(
+    u: &mut arbitrary::Unstructured<'_>,
+) -> arbitrary::Result<Bytes> {
+    let mut field = vec![0; u.int_in_range(MIN..=255)?];
+    // Pads with zeros once the input runs out, rather than failing.
+    u.fill_buffer(&mut field)?;
+    Ok(Bytes::from(field))
 }
 
 #[cfg(test)]

@@ -91,8 +91,10 @@ pub enum Mutation {
     /// Add a user.
     AddUser {
         /// Username.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
         name: Bytes,
         /// Password.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
         password: Bytes,
         /// Privilege.
         privilege: Privilege,
@@ -100,6 +102,7 @@ pub enum Mutation {
     /// Remove a user and close its open connections.
     RemoveUser {
         /// Username.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
         name: Bytes,
     },
     /// Turn credential sniffing ("password spoofing") on or off.
@@ -714,6 +717,7 @@ impl Drop for Connection {
 mod tests {
     use super::*;
 
+    #[allow(clippy::disallowed_methods)] // tests take one `Instant::now()` as their epoch
     fn state() -> (Arc<State>, Instant) {
         let t0 = Instant::now();
         let s = Arc::new(State::new(t0, &Config::default()));

@@ -18,10 +18,18 @@ use crate::error::DecodeError;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TargetAddr {
-    /// An IPv4 or IPv6 address and port.
-    Ip(SocketAddr),
+    /// An IPv4 or IPv6 address and port. (The wire has no IPv6 flow info or scope id: a
+    /// decoded address has them zero.)
+    Ip(#[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_wire_addr))] SocketAddr),
     /// A domain name (1 to 255 bytes, as sent; not necessarily UTF-8) and port.
-    Domain(Bytes, u16),
+    Domain(
+        #[cfg_attr(
+            feature = "arbitrary",
+            arbitrary(with = crate::codec::arbitrary_field::<1>)
+        )]
+        Bytes,
+        u16,
+    ),
 }
 
 impl TargetAddr {
@@ -111,15 +119,28 @@ impl TargetAddr {
     }
 }
 
+/// Generates an address as the wire can carry it (IPv6 flow info and scope id zero), so that
+/// generated values survive an encode/decode round trip.
+#[cfg(feature = "arbitrary")]
+fn arbitrary_wire_addr(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<SocketAddr> {
+    let mut a: SocketAddr = u.arbitrary()?;
+    if let SocketAddr::V6(v6) = &mut a {
+        v6.set_flowinfo(0);
+        v6.set_scope_id(0);
+    }
+    Ok(a)
+}
+
 /// Shows the host part as the client sent it (name, or IP address), without the port, as the
-/// access log wants it. Non-printable bytes of a name are shown as `\xNN`.
+/// access log wants it. Non-printable bytes of a name, and `\`, are shown as `\xNN`, so the
+/// output is unambiguous.
 impl fmt::Display for TargetAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ip(a) => write!(f, "{}", a.ip()),
             Self::Domain(name, _) => {
                 for &b in name.iter() {
-                    if b.is_ascii_graphic() {
+                    if b.is_ascii_graphic() && b != b'\\' {
                         write!(f, "{}", b as char)?;
                     } else {
                         write!(f, "\\x{b:02x}")?;
