@@ -37,7 +37,26 @@ pub(crate) struct Report {
     pub(crate) rss_before_kib: Option<u64>,
     pub(crate) rss_after_kib: Option<u64>,
     pub(crate) rss_per_connection_kib: Option<f64>,
+    pub(crate) pss_before_kib: Option<u64>,
+    pub(crate) pss_after_kib: Option<u64>,
+    pub(crate) pss_per_connection_kib: Option<f64>,
     pub(crate) server_threads_after: Option<u64>,
+}
+
+/// The server's memory before the first idle run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Baseline {
+    pub(crate) rss_kib: Option<u64>,
+    pub(crate) pss_kib: Option<u64>,
+}
+
+impl Baseline {
+    pub(crate) fn read(pid: Option<u32>) -> Self {
+        Self {
+            rss_kib: pid.and_then(|p| procfs::rss_kib(p).ok()),
+            pss_kib: pid.and_then(|p| procfs::pss_kib(p).ok()),
+        }
+    }
 }
 
 async fn open_one(server: &Server, echo: SocketAddr) -> std::io::Result<TcpStream> {
@@ -52,9 +71,9 @@ pub(crate) async fn run(
     server: &Server,
     echo: SocketAddr,
     p: &Params,
-    baseline_kib: Option<u64>,
+    baseline: Baseline,
 ) -> Report {
-    let rss0 = baseline_kib;
+    let (rss0, pss0) = (baseline.rss_kib, baseline.pss_kib);
     let t0 = Instant::now();
     let sem = Arc::new(Semaphore::new(p.open_concurrency.max(1)));
     let server = Arc::new(server.clone());
@@ -86,10 +105,11 @@ pub(crate) async fn run(
     let open_seconds = t0.elapsed().as_secs_f64();
     tokio::time::sleep(p.settle).await;
     let rss1 = server.pid.and_then(|pid| procfs::rss_kib(pid).ok());
+    let pss1 = server.pid.and_then(|pid| procfs::pss_kib(pid).ok());
     let threads = server.pid.and_then(|pid| procfs::thread_count(pid).ok());
     let established = conns.len();
     drop(conns);
-    let per = match (rss0, rss1) {
+    let per = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(a), Some(b)) if established > 0 => Some((b as f64 - a as f64) / established as f64),
         _ => None,
     };
@@ -101,7 +121,10 @@ pub(crate) async fn run(
         open_seconds,
         rss_before_kib: rss0,
         rss_after_kib: rss1,
-        rss_per_connection_kib: per,
+        rss_per_connection_kib: per(rss0, rss1),
+        pss_before_kib: pss0,
+        pss_after_kib: pss1,
+        pss_per_connection_kib: per(pss0, pss1),
         server_threads_after: threads,
     }
 }

@@ -272,7 +272,7 @@ async fn execute(plan: Plan) -> Result<Results, String> {
         if lim < most + 64 {
             eprintln!("warning: RLIMIT_NOFILE is {lim}; {most} connections need about {most}");
         }
-        let baseline = server.pid.and_then(|pid| procfs::rss_kib(pid).ok());
+        let baseline = idle::Baseline::read(server.pid);
         let mut sizes = a.idle.clone();
         sizes.sort_unstable();
         for n in sizes {
@@ -388,7 +388,7 @@ fn print_relay(r: &relay::Report) {
 
 fn print_idle(r: &idle::Report) {
     println!(
-        "idle: {}/{} proxied connections up in {:.2} s, {} errors{}; server RSS {} -> {} KiB: {} KiB per connection; {} server threads",
+        "idle: {}/{} proxied connections up in {:.2} s, {} errors{}; server RSS {} -> {} KiB: {} KiB per connection (PSS: {} KiB); {} server threads",
         r.established,
         r.connections,
         r.open_seconds,
@@ -397,6 +397,7 @@ fn print_idle(r: &idle::Report) {
         r.rss_before_kib.map_or("-".into(), |v| v.to_string()),
         r.rss_after_kib.map_or("-".into(), |v| v.to_string()),
         opt(r.rss_per_connection_kib, 2),
+        opt(r.pss_per_connection_kib, 2),
         r.server_threads_after.map_or("-".into(), |v| v.to_string()),
     );
 }

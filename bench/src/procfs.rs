@@ -90,6 +90,26 @@ pub(crate) fn rss_kib(pid: u32) -> io::Result<u64> {
     Ok(total)
 }
 
+/// Proportional set size of the process tree rooted at `pid` (sum of `Pss` from
+/// `smaps_rollup`), in KiB. Unlike the sum of `VmRSS`, pages shared between the processes of
+/// a forking server (Dante) are counted once.
+pub(crate) fn pss_kib(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for p in process_tree(pid)? {
+        let Ok(s) = fs::read_to_string(format!("/proc/{p}/smaps_rollup")) else {
+            continue;
+        };
+        if let Some(line) = s.lines().find(|l| l.starts_with("Pss:")) {
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
 /// Number of processes plus threads in the tree (for the report).
 pub(crate) fn thread_count(pid: u32) -> io::Result<u64> {
     let mut n = 0;
@@ -139,6 +159,7 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_ticks(me).is_ok());
         assert!(rss_kib(me).unwrap() > 0);
+        assert!(pss_kib(me).unwrap() > 0);
         assert!(process_tree(me).unwrap().contains(&me));
         assert!(thread_count(me).unwrap() >= 1);
     }

@@ -85,6 +85,9 @@ pub(crate) fn print(files: &[PathBuf], baseline: Option<&str>) -> Result<(), Str
         row(&format!("idle {n}: RSS per conn (KiB)"), 2, &|r| {
             find(r, "rss_per_connection_kib")
         });
+        row(&format!("idle {n}: PSS per conn (KiB)"), 2, &|r| {
+            find(r, "pss_per_connection_kib")
+        });
     }
     row("admin req/s (pipelined)", 0, &|r| get(&r.admin, "per_sec"));
 
