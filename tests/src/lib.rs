@@ -1,1 +1,7 @@
 //! Shared test helpers.
+//!
+//! - [`harness`]: an in-process server on a background thread, on any transport runtime.
+//! - [`peers`]: blocking clients (SOCKS5, admin) and the local servers they talk to.
+
+pub mod harness;
+pub mod peers;
