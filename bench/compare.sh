@@ -72,7 +72,7 @@ fi
 if [ "$build" = 1 ]; then
   log "cargo build --release"
   cargo build --release -q -p socks5d-bench
-  cargo build --release -q --bin socks5d 2>/dev/null || echo "(socks5d binary did not build)" >&2
+  cargo build --release -q -p socks5d --bin socks5d 2>/dev/null || echo "(socks5d binary did not build)" >&2
 fi
 loadgen=target/release/socks5d-loadgen
 

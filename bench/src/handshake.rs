@@ -1,4 +1,5 @@
-//! Handshakes per second: connect, greet, authenticate, CONNECT, echo 32 bytes, close.
+//! Handshakes per second: connect, greet, authenticate, CONNECT, echo 32 bytes, close (the
+//! destination closes after the echo, the proxy passes the close on, the client sees EOF).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,17 +46,27 @@ async fn cycle(
 ) -> std::io::Result<()> {
     const MSG: [u8; 32] = *b"socks5d-loadgen echo 32 bytes..!";
     let mut s = socks::connect(proxy, creds, target).await?;
-    s.write_all(&MSG).await?;
-    let mut back = [0u8; 32];
-    s.read_exact(&mut back).await?;
-    if back != MSG {
+    let mut msg = [0u8; 33];
+    msg[0] = 32; // the echo server's count: echo 32 bytes, then close
+    msg[1..].copy_from_slice(&MSG);
+    s.write_all(&msg).await?;
+    let mut back = [0u8; 33];
+    let mut got = 0;
+    // The 32 bytes, then EOF: the destination closes, the proxy passes the close on.
+    loop {
+        let n = s.read(&mut back[got..]).await?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    if back[..got] != MSG {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "echo mismatch",
         ));
     }
     Ok(())
-    // Dropping `s` closes the connection.
 }
 
 pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report {

@@ -61,10 +61,23 @@ impl Baseline {
 
 async fn open_one(server: &Server, echo: SocketAddr) -> std::io::Result<TcpStream> {
     let mut s = socks::connect(server.proxy, server.creds.as_ref(), echo).await?;
-    s.write_all(b"i").await?;
+    // Echo 2 bytes then close: one now, to check the relay, and one at tear-down.
+    s.write_all(&[2, b'i']).await?;
     let mut b = [0u8; 1];
     s.read_exact(&mut b).await?;
     Ok(s)
+}
+
+/// Closes from the destination's side (see `targets`): sends the last byte the echo server
+/// waits for, then waits for its EOF.
+async fn close_one(mut s: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        s.write_all(b"z").await?;
+        let mut b = [0u8; 8];
+        while s.read(&mut b).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 pub(crate) async fn run(
@@ -108,7 +121,19 @@ pub(crate) async fn run(
     let pss1 = server.pid.and_then(|pid| procfs::pss_kib(pid).ok());
     let threads = server.pid.and_then(|pid| procfs::thread_count(pid).ok());
     let established = conns.len();
-    drop(conns);
+    let closing: Vec<_> = conns
+        .into_iter()
+        .map(|s| {
+            let sem = sem.clone();
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                close_one(s).await;
+            })
+        })
+        .collect();
+    for c in closing {
+        let _ = c.await;
+    }
     let per = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(a), Some(b)) if established > 0 => Some((b as f64 - a as f64) / established as f64),
         _ => None,

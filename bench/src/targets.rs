@@ -1,6 +1,10 @@
 //! The load generator's own loopback destinations.
 //!
-//! - echo: writes back everything it reads, until EOF.
+//! - echo: the first byte N (1..=255) is a count; the server writes back the next N bytes it
+//!   reads, then closes. The destination closes first so that the TIME_WAIT state lands on
+//!   the destination's listening port, not on an ephemeral port of the proxy: a proxy that
+//!   binds its outgoing sockets before connecting (Dante with `external:`) would otherwise run
+//!   out of ephemeral ports after a few thousand short connections.
 //! - bulk: the client sends a mode byte and a u64 length (network order). `U`: the client then
 //!   uploads that many bytes; once it has them all the server answers with the u64 count it
 //!   received. `D`: the server sends that many bytes and closes. No half-close is needed (some
@@ -39,17 +43,24 @@ pub(crate) async fn spawn_echo() -> io::Result<SocketAddr> {
 
 async fn echo(mut s: TcpStream) {
     let _ = s.set_nodelay(true);
-    let mut buf = [0u8; 512];
-    loop {
-        match s.read(&mut buf).await {
+    let mut count = [0u8; 1];
+    if s.read_exact(&mut count).await.is_err() {
+        return;
+    }
+    let mut left = usize::from(count[0]);
+    let mut buf = [0u8; 256];
+    while left > 0 {
+        match s.read(&mut buf[..left]).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if s.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
+                left -= n;
             }
         }
     }
+    let _ = s.shutdown().await;
 }
 
 /// Starts the bulk sink/source on 127.0.0.1; returns its address.
