@@ -114,6 +114,8 @@ impl From<TransportArg> for AdminTransport {
 pub(crate) enum RuntimeArg {
     /// tokio, multi-threaded.
     Tokio,
+    /// async-std (async-io reactor, async-std's executor).
+    AsyncStd,
 }
 
 /// SOCKS5 proxy (RFC 1928, user/password per RFC 1929) with a live administration protocol.
@@ -249,6 +251,13 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1");
         assert_eq!((c.port, c.admin_port), (1080, 8080));
         assert!(!c.allow_anonymous && !c.no_sniffing && !c.no_cleanup);
+        assert_eq!(c.runtime, RuntimeArg::Tokio);
+    }
+
+    #[test]
+    fn runtimes() {
+        let c = Cli::try_parse_from(["socks5d", "--runtime", "async-std"]).unwrap();
+        assert_eq!(c.runtime, RuntimeArg::AsyncStd);
     }
 
     #[test]
@@ -273,6 +282,7 @@ mod tests {
             ["socks5d", "--selector-timeout", "256"],
             ["socks5d", "--max-connections", "0"],
             ["socks5d", "--admin-transport", "udp"],
+            ["socks5d", "--runtime", "smol"],
         ] {
             assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
         }

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     let admin_addr = SocketAddr::new(cli.admin_listen, cli.admin_port);
     match cli.runtime {
         RuntimeArg::Tokio => run_tokio(state, options, socks_addr, admin_addr),
+        RuntimeArg::AsyncStd => run_async_std(state, options, socks_addr, admin_addr),
     }
 }
 
@@ -197,5 +198,49 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+fn run_async_std(
+    state: Arc<State>,
+    options: ServerOptions,
+    socks_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) -> ExitCode {
+    async_std::task::block_on(async move {
+        let transport = options.admin_transport;
+        let listeners = match socks5d_async_std::Listeners::bind(socks_addr, admin_addr, transport)
+        {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("socks5d: cannot listen (SOCKS {socks_addr}, admin {admin_addr}): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin_transport = listeners.admin.transport();
+        tracing::info!(
+            socks = %listeners.socks.local_addr().map_or(socks_addr, |a| a),
+            admin = %listeners.admin.local_addr().map_or(admin_addr, |a| a),
+            %admin_transport,
+            "socks5d listening"
+        );
+        let shared = socks5d_async_std::Shared::new(state, options);
+        socks5d_async_std::run(listeners, shared, shutdown_signal_async_std()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT or SIGTERM (without tokio).
+async fn shutdown_signal_async_std() {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    match Signals::new([Signal::Int, Signal::Term]) {
+        Ok(mut signals) => {
+            let _ = signals.next().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGINT and SIGTERM");
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Process-level helpers: descriptor limits.
 
 use std::io;
+use std::time::Duration;
 
 /// A privileged process raises its hard `RLIMIT_NOFILE` to at least this many descriptors.
 pub const WANT_NOFILE: u64 = 1 << 16;
@@ -59,6 +60,23 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// How long an accept loop pauses after running out of descriptors or memory.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Decides what an accept loop does after `accept` failed with `e`, and logs it (`what`
+/// names the listener): when descriptors or memory ran out ([`is_resource_exhaustion`]),
+/// returns how long to pause so the loop does not spin; otherwise `None` (accept again at
+/// once: the error concerned that one connection).
+pub fn accept_backoff(e: &io::Error, what: &str) -> Option<Duration> {
+    if is_resource_exhaustion(e) {
+        tracing::warn!(error = %e, "{what} accept: out of descriptors or memory; retrying shortly");
+        Some(ACCEPT_BACKOFF)
+    } else {
+        tracing::debug!(error = %e, "{what} accept failed");
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +99,13 @@ mod tests {
         assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
             libc::ECONNABORTED
         )));
+    }
+
+    #[test]
+    fn backoff_only_on_exhaustion() {
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(accept_backoff(&emfile, "test"), Some(ACCEPT_BACKOFF));
+        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(accept_backoff(&aborted, "test"), None);
     }
 }
