@@ -51,8 +51,10 @@ enum Burst {
     Drained,
     /// The source reached its end of stream.
     Eof,
-    /// The path should change (sniffing wanted again, or no pipe could be had).
+    /// The path should change: the sniffer started or stopped wanting the bytes.
     Switch,
+    /// No pipe could be had (descriptors short): copy instead.
+    NoPipe,
 }
 
 /// Relays both directions between `client` and `dest` until both have ended. Bytes are
@@ -119,12 +121,11 @@ async fn one_way<T: Readiness>(
         let burst = if cfg!(target_os = "linux") && !no_pipe && !tap.sniffing() {
             splice_burst(src, dst, tap, now).await?
         } else {
-            no_pipe = false;
-            copy_burst(src, dst, tap, buf_size, now, dir).await?
+            copy_burst(src, dst, tap, buf_size, now, dir, !no_pipe).await?
         };
+        no_pipe = matches!(burst, Burst::NoPipe);
         match burst {
-            Burst::Drained => {}
-            Burst::Switch => no_pipe = !tap.sniffing(),
+            Burst::Drained | Burst::Switch | Burst::NoPipe => {}
             Burst::Eof => {
                 // Half-close: pass the end of stream on; the other direction is not
                 // affected. The peer may already be gone, which is no reason to cut the
@@ -136,7 +137,8 @@ async fn one_way<T: Readiness>(
     }
 }
 
-/// Reads and writes through one buffer until the source would block.
+/// Reads and writes through one buffer until the source would block, or (with `may_splice`,
+/// on Linux) the sniffer no longer wants the bytes.
 async fn copy_burst<T: Readiness>(
     src: &T,
     dst: &T,
@@ -144,6 +146,7 @@ async fn copy_burst<T: Readiness>(
     buf_size: usize,
     now: fn() -> Instant,
     dir: Direction,
+    may_splice: bool,
 ) -> io::Result<Burst> {
     let mut buf = vec![0u8; buf_size];
     loop {
@@ -160,6 +163,9 @@ async fn copy_burst<T: Readiness>(
             Direction::ServerToClient => tap.from_server(now(), chunk),
         }
         write_all(dst, chunk, tap, now).await?;
+        if may_splice && cfg!(target_os = "linux") && !tap.sniffing() {
+            return Ok(Burst::Switch);
+        }
     }
 }
 
@@ -195,7 +201,7 @@ async fn splice_burst<T: Readiness>(
 ) -> io::Result<Burst> {
     use crate::splice::Pipe;
     let Ok(mut pipe) = Pipe::take() else {
-        return Ok(Burst::Switch);
+        return Ok(Burst::NoPipe);
     };
     let (from, to) = (src.as_fd().as_raw_fd(), dst.as_fd().as_raw_fd());
     let burst = loop {
@@ -233,5 +239,5 @@ async fn splice_burst<T: Readiness>(
     _tap: &Tap<'_>,
     _now: fn() -> Instant,
 ) -> io::Result<Burst> {
-    Ok(Burst::Switch)
+    Ok(Burst::NoPipe)
 }
