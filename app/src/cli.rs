@@ -63,6 +63,12 @@ fn parse_seconds(s: &str) -> Result<u8, String> {
     }
 }
 
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("not a level or tracing filter ({e})"))
+}
+
 fn parse_max_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -202,7 +208,7 @@ pub(crate) struct Cli {
 
     /// Diagnostics on stderr: error, warn, info, debug or trace (or a tracing filter such as
     /// "socks5d_tokio=debug"). RUST_LOG is used when this is not given.
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     pub(crate) log_level: Option<String>,
 
     /// Most SOCKS client connections served at once; more wait until one closes. Default:
@@ -273,6 +279,14 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{bad}");
         }
         assert!(!format!("{:?}", c.users[0]).contains("b:c"));
+    }
+
+    #[test]
+    fn bad_log_level_is_a_usage_error() {
+        let e = Cli::try_parse_from(["socks5d", "--log-level", "foo=bar=baz"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let ok = Cli::try_parse_from(["socks5d", "--log-level", "socks5d_tokio=debug"]).unwrap();
+        assert_eq!(ok.log_level.as_deref(), Some("socks5d_tokio=debug"));
     }
 
     #[test]
