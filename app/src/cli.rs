@@ -1,13 +1,12 @@
 //! Command line of the `socks5d` server (flags of the original's manual page, plus long forms
 //! and the settings the administration protocol can change later).
 
+use socks5d_cli::args::{DialectArg, TransportArg};
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use clap::{ArgAction, Parser, ValueEnum};
-use socks5d_core::admin::Dialect;
 use socks5d_core::state::{is_valid_password, is_valid_username, MAX_BUFFER_SIZE, MIN_BUFFER_SIZE};
-use socks5d_net::AdminTransport;
 
 /// A `user:pass` pair from the command line.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,45 +72,6 @@ fn parse_max_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("must be a positive whole number".into()),
-    }
-}
-
-/// Admin protocol dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DialectArg {
-    /// The draft specification (default).
-    Draft,
-    /// The final revision, as the original socks5d and its client speak it.
-    Final,
-}
-
-impl From<DialectArg> for Dialect {
-    fn from(d: DialectArg) -> Self {
-        match d {
-            DialectArg::Draft => Self::Draft,
-            DialectArg::Final => Self::Final,
-        }
-    }
-}
-
-/// Admin listener transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum TransportArg {
-    /// SCTP, or TCP on the same address and port if the kernel has no SCTP.
-    Auto,
-    /// SCTP only (fail if the kernel has no SCTP).
-    Sctp,
-    /// TCP only.
-    Tcp,
-}
-
-impl From<TransportArg> for AdminTransport {
-    fn from(t: TransportArg) -> Self {
-        match t {
-            TransportArg::Auto => Self::Auto,
-            TransportArg::Sctp => Self::Sctp,
-            TransportArg::Tcp => Self::Tcp,
-        }
     }
 }
 
