@@ -13,6 +13,9 @@
 //! - [`ServerOptions`]: the options both transports take.
 //! - [`LogSink`]: where access-log and credentials-log lines go.
 //! - [`Tap`]: what a relay does with each chunk it moves (counting, sniffing, logging).
+//! - [`relay`]: the relay loop itself, over the runtime's readiness ([`relay::Readiness`]):
+//!   buffers only while data is in flight, `splice(2)` ([`splice`], Linux) once the sniffer
+//!   is done or off.
 //! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion and backing off.
 //!
 //! Protocol decisions live in `socks5d-core`; this crate only moves bytes and reports I/O.
@@ -21,7 +24,10 @@ pub mod connect;
 pub mod listen;
 mod log;
 mod options;
+pub mod relay;
 pub mod sctp;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod sys;
 mod tap;
 

@@ -1,6 +1,7 @@
 //! What a relay does with each chunk it moves, whatever the runtime.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,8 @@ pub struct Tap<'a> {
     conn: &'a Connection,
     target: TargetAddr,
     sniffer: Mutex<Option<Sniffer>>,
+    /// Set once the sniffer gave up (and was dropped): no byte is of interest any more.
+    sniffer_done: AtomicBool,
     log: Arc<dyn LogSink>,
 }
 
@@ -52,6 +55,7 @@ impl<'a> Tap<'a> {
             conn,
             target,
             sniffer: Mutex::new(Some(sniffer)),
+            sniffer_done: AtomicBool::new(false),
             log,
         }
     }
@@ -72,6 +76,20 @@ impl<'a> Tap<'a> {
     pub fn from_server(&self, now: Instant, data: &[u8]) {
         self.conn.record_received(now, data.len());
         self.sniff(data, Sniffer::on_server);
+    }
+
+    /// `n` bytes read from either side and moved without being looked at (the relay's
+    /// `splice` path, used only while [`Tap::sniffing`] is false): counted, not sniffed.
+    pub fn received(&self, now: Instant, n: usize) {
+        self.conn.record_received(now, n);
+    }
+
+    /// Returns whether the sniffer wants to see the bytes: sniffing is on (read anew on each
+    /// call, so an administrator's change applies from the next chunk) and the sniffer has
+    /// not given up. While this is true, the relay must pass every chunk through
+    /// [`Tap::from_client`] / [`Tap::from_server`].
+    pub fn sniffing(&self) -> bool {
+        self.conn.state().settings().sniffing() && !self.sniffer_done.load(Ordering::Acquire)
     }
 
     /// `n` bytes written to either side.
@@ -98,6 +116,7 @@ impl<'a> Tap<'a> {
         if sniffer.is_done() {
             // Free its buffers; the relay goes on without it.
             *slot = None;
+            self.sniffer_done.store(true, Ordering::Release);
         }
     }
 }

@@ -102,6 +102,36 @@ pub fn http_server() -> SocketAddr {
     })
 }
 
+/// Starts an HTTP/1.1 server on 127.0.0.1 that keeps the connection open: answers every
+/// request (headers only, no body) with 200 and [`HTTP_BODY`] until the client closes.
+///
+/// # Panics
+///
+/// If it cannot bind.
+pub fn http_keepalive_server() -> SocketAddr {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind http server");
+    spawn_acceptor(l, |mut s| {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                req.drain(..end + 4);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{HTTP_BODY}",
+                    HTTP_BODY.len()
+                );
+                if s.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+}
+
 /// Returns a loopback address where nothing listens (a port that was just freed).
 ///
 /// # Panics

@@ -307,6 +307,130 @@ fn sniffs_http_basic_credentials(rt: Runtime) {
     );
 }
 
+/// Starts a server with credential sniffing off: the relay moves bytes with `splice(2)` (on
+/// Linux) from the first byte.
+fn start_without_sniffing(rt: Runtime) -> TestServer {
+    TestServer::start(
+        rt,
+        Setup {
+            config: Config {
+                sniffing: false,
+                ..Config::default()
+            },
+            ..Setup::default()
+        },
+    )
+}
+
+/// `len` bytes of a pattern that is neither constant nor periodic at small scales.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// Sends `data` through the echo server on another thread while reading everything back,
+/// half-closing after the data; returns what came back (the data, then the trailer).
+fn echo_large(s: &std::net::TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut r = s.try_clone().unwrap();
+    let back = peers::read_to_end(&mut r).unwrap();
+    writer.join().unwrap();
+    back
+}
+
+/// A large transfer each way with exact contents and byte counters, with sniffing on (the
+/// sniffer gives up on binary data, then the relay splices) and off (splice throughout).
+fn large_transfer_exact_counters(rt: Runtime) {
+    for sniffing in [true, false] {
+        let srv = if sniffing {
+            start(rt)
+        } else {
+            start_without_sniffing(rt)
+        };
+        let echo = peers::echo_server(LOCALHOST);
+        let (s, rep, _) = peers::socks_connect(srv.socks, "alice", "secret", &ip(echo)).unwrap();
+        assert_eq!(rep, 0);
+        let data = pattern(8 << 20);
+        let back = echo_large(&s, data.clone());
+        assert_eq!(
+            back.len(),
+            data.len() + ECHO_TRAILER.len(),
+            "sniffing {sniffing}"
+        );
+        assert!(
+            back[..data.len()] == data[..],
+            "sniffing {sniffing}: bytes differ"
+        );
+        assert_eq!(&back[data.len()..], ECHO_TRAILER);
+        drop(s);
+        let relayed = (data.len() * 2 + ECHO_TRAILER.len()) as u64;
+        let received = 3 + 14 + 10 + relayed;
+        let sent = 2 + 2 + 10 + relayed;
+        eventually("connection closed and counted", || {
+            let c = srv.state.counters();
+            c.current == 0 && c.bytes_received == received && c.bytes_sent == sent
+        });
+    }
+}
+
+fn half_close_without_sniffing(rt: Runtime) {
+    let srv = start_without_sniffing(rt);
+    let echo = peers::echo_server(LOCALHOST);
+    let (mut s, rep, _) = peers::socks_connect(srv.socks, "alice", "secret", &ip(echo)).unwrap();
+    assert_eq!(rep, 0);
+    echo_round_trip(&mut s, b"spliced both ways");
+    s.write_all(b"last words").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let rest = peers::read_to_end(&mut s).unwrap();
+    assert_eq!(rest, [&b"last words"[..], ECHO_TRAILER].concat());
+}
+
+/// Sends an HTTP request with `Authorization: Basic {base64}` and reads the whole answer
+/// of [`peers::http_keepalive_server`].
+fn http_request_with_basic_auth(s: &mut std::net::TcpStream, base64: &str) {
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {base64}\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{HTTP_BODY}",
+        HTTP_BODY.len()
+    );
+    assert_eq!(peers::read_n(s, resp.len()).unwrap(), resp.as_bytes());
+}
+
+/// Sniffing switched on while a connection relays (the relay leaves `splice` and the
+/// sniffer sees the next bytes), then off again (no more credentials, bytes still relayed).
+fn sniffing_switched_on_and_off_mid_connection(rt: Runtime) {
+    let srv = start_without_sniffing(rt);
+    let http = peers::http_keepalive_server();
+    let (mut s, rep, _) = peers::socks_connect(srv.socks, "alice", "secret", &ip(http)).unwrap();
+    assert_eq!(rep, 0);
+    // "first:pw1", relayed while sniffing is off.
+    http_request_with_basic_auth(&mut s, "Zmlyc3Q6cHcx");
+    let apply = |m| srv.state.apply(Some(b"admin"), &m);
+    assert_eq!(apply(Mutation::SetSniffing(true)), Outcome::Applied);
+    // "webuser:webpass"
+    http_request_with_basic_auth(&mut s, "d2VidXNlcjp3ZWJwYXNz");
+    // The tap logs a credential when it sees the 200, before forwarding it: it is there now.
+    let creds = srv.log.credentials();
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    assert!(creds[0].ends_with("\twebuser\twebpass"), "{creds:?}");
+    assert_eq!(apply(Mutation::SetSniffing(false)), Outcome::Applied);
+    // "other:secret2"
+    http_request_with_basic_auth(&mut s, "b3RoZXI6c2VjcmV0Mg==");
+    assert_eq!(srv.log.credentials().len(), 1, "sniffed while off");
+}
+
 fn admin_over_tcp(rt: Runtime) {
     let srv = start(rt);
     assert_eq!(srv.admin_transport, AdminTransport::Tcp);
@@ -423,6 +547,9 @@ macro_rules! scenarios {
                 cleanup_closes_idle_connection,
                 shutdown_closes_connections,
                 sniffs_http_basic_credentials,
+                large_transfer_exact_counters,
+                half_close_without_sniffing,
+                sniffing_switched_on_and_off_mid_connection,
                 admin_over_tcp,
                 admin_wrong_password_is_closed,
             );

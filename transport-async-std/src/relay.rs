@@ -1,11 +1,52 @@
 //! The relay between a SOCKS client and its destination, after a successful handshake.
+//!
+//! TCP clients (what [`crate::serve_socks`] accepts) use the runtime-neutral relay of
+//! `socks5d_net::relay` over async-io's readiness: no split halves, buffers only while data
+//! is in flight, `splice(2)` once the sniffer is done. Any other client stream type (an
+//! embedder calling [`crate::serve_socks_connection`] with its own stream) is copied through
+//! buffers.
 
+use std::any::Any;
+use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 
+use async_io::Async;
+use async_net::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use socks5d_net::relay::Readiness;
 use socks5d_net::Tap;
 
 use crate::now;
+
+/// An async-net TCP stream as `socks5d_net::relay` wants it.
+struct Tcp(Arc<Async<std::net::TcpStream>>);
+
+impl AsFd for Tcp {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+}
+
+impl Readiness for Tcp {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.readable()
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.writable()
+    }
+
+    // async-io caches no readiness: `readable()` / `writable()` always wait for a new event.
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        f()
+    }
+
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        f()
+    }
+}
 
 /// Which way a [`pipe`] moves bytes (for the tap).
 #[derive(Debug, Clone, Copy)]
@@ -14,21 +55,40 @@ enum Direction {
     ServerToClient,
 }
 
+/// Relays both directions until both have ended. One side's end of stream shuts down the
+/// other side's sending half while the opposite direction keeps flowing (TCP half-close). An
+/// error in either direction ends both.
+pub(crate) async fn relay<C>(
+    client: &mut C,
+    dest: &mut TcpStream,
+    tap: &Tap<'_>,
+    buf_size: usize,
+) -> io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let tcp: Option<&TcpStream> = (&*client as &dyn Any).downcast_ref();
+    match tcp {
+        Some(c) => {
+            let (c, d) = (Tcp(c.clone().into()), Tcp(dest.clone().into()));
+            socks5d_net::relay::relay(&c, &d, tap, buf_size, now).await
+        }
+        None => copy_relay(client, dest, tap, buf_size).await,
+    }
+}
+
 /// Copies both directions at once with buffers of `buf_size` bytes until both have ended.
-/// One side's end of stream shuts down the other side's sending half while the opposite
-/// direction keeps flowing (TCP half-close). An error in either direction ends both.
-pub(crate) async fn relay<C, D>(
-    client: C,
-    dest: D,
+async fn copy_relay<C>(
+    client: &mut C,
+    dest: &mut TcpStream,
     tap: &Tap<'_>,
     buf_size: usize,
 ) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    D: AsyncRead + AsyncWrite + Unpin,
 {
     let (cr, cw) = futures_lite::io::split(client);
-    let (dr, dw) = futures_lite::io::split(dest);
+    let (dr, dw) = (dest.clone(), dest.clone());
     let up = pipe(cr, dw, tap, buf_size, Direction::ClientToServer);
     let down = pipe(dr, cw, tap, buf_size, Direction::ServerToClient);
     futures_lite::future::try_zip(up, down).await.map(|_| ())

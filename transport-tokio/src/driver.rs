@@ -57,7 +57,7 @@ pub async fn serve_socks_connection<S>(
     shared: &Shared,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let conn = shared.state.open(ConnKind::Proxy, now());
     let mut client = client;
