@@ -14,9 +14,10 @@ use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Modify, ModifyCmd, Q
 use socks5d_core::admin::Dialect;
 use socks5d_core::socks5::TargetAddr;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege};
-use socks5d_net::AdminTransport;
+use socks5d_net::{AdminTransport, ServerOptions};
 use socks5d_tests::harness::{Runtime, Setup, TestServer};
 use socks5d_tests::peers::{self, AdminClient, ECHO_TRAILER, HTTP_BODY};
+use socks5d_tests::script;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -513,6 +514,42 @@ fn admin_wrong_password_is_closed(rt: Runtime) {
 // ---------------------------------------------------------------- instantiation
 
 /// Instantiates every scenario once per runtime.
+/// Every request of the protocol, pipelined in one write over TCP, in both dialects: each
+/// answer as the spec requires (`script::every_command`), and the settings changed.
+fn every_admin_command_over_tcp(rt: Runtime) {
+    for dialect in [Dialect::Draft, Dialect::Final] {
+        let options = ServerOptions {
+            dialect,
+            ..Setup::default().options
+        };
+        let srv = TestServer::start(
+            rt,
+            Setup {
+                options,
+                ..Setup::default()
+            },
+        );
+        let mut c = AdminClient::new(peers::tcp(srv.admin).unwrap(), dialect);
+        assert_eq!(c.auth("admin", "adminpw").unwrap(), 0x00);
+        let script = script::every_command(dialect);
+        let requests: Vec<AdminRequest> = script.iter().map(|(r, _)| r.clone()).collect();
+        c.send(&requests).unwrap();
+        for (i, (request, want)) in script.iter().enumerate() {
+            let got = c.recv(request).unwrap();
+            assert_eq!(&got, want, "{dialect:?}, request {i}: {request:?}");
+        }
+        let s = srv.state.settings();
+        assert!(!s.sniffing() && s.cleanup());
+        let values = (
+            s.buffer_size(),
+            s.selector_timeout(),
+            s.connection_timeout(),
+        );
+        assert_eq!(values, (4096, 7, 33));
+        assert_eq!(srv.state.user_count(), 2);
+    }
+}
+
 macro_rules! per_runtime {
     ($runtime:ident: $($scenario:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -551,6 +588,7 @@ macro_rules! scenarios {
                 half_close_without_sniffing,
                 sniffing_switched_on_and_off_mid_connection,
                 admin_over_tcp,
+                every_admin_command_over_tcp,
                 admin_wrong_password_is_closed,
             );
         )*

@@ -17,7 +17,7 @@ use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Modify, ModifyCmd, Q
 use socks5d_core::admin::Dialect;
 use socks5d_net::{sctp, AdminTransport, ServerOptions};
 use socks5d_tests::harness::{Runtime, Setup, TestServer};
-use socks5d_tests::peers;
+use socks5d_tests::{peers, script};
 
 const IGNORE: &str = "needs kernel SCTP: run under ../shared/sctp-vm/run";
 
@@ -63,9 +63,13 @@ impl SctpClient {
     }
 
     fn recv_response(&self, req: &AdminRequest) -> AdminResponse {
+        self.recv_response_in(Dialect::Draft, req)
+    }
+
+    fn recv_response_in(&self, dialect: Dialect, req: &AdminRequest) -> AdminResponse {
         let msg = self.recv();
         let mut b = BytesMut::from(&msg[..]);
-        let resp = AdminResponse::decode(&mut b, Dialect::Draft, req)
+        let resp = AdminResponse::decode(&mut b, dialect, req)
             .expect("decodes")
             .expect("complete");
         assert!(b.is_empty(), "one response per SCTP message, got {msg:?}");
@@ -175,6 +179,38 @@ fn shutdown_closes_sctp_sessions(rt: Runtime) {
     );
 }
 
+/// Every request of the protocol over SCTP, one request per message as the draft asks, all
+/// sent before the first answer is read, in both dialects: each answer in its own message and
+/// as the spec requires (`script::every_command`).
+fn every_admin_command_over_sctp(rt: Runtime) {
+    for dialect in [Dialect::Draft, Dialect::Final] {
+        let options = ServerOptions {
+            admin_transport: AdminTransport::Sctp,
+            dialect,
+            ..Setup::default().options
+        };
+        let srv = TestServer::start(
+            rt,
+            Setup {
+                options,
+                ..Setup::default()
+            },
+        );
+        let c = SctpClient::connect(srv.admin);
+        c.send(&peers::userpass("admin", "adminpw"));
+        assert_eq!(c.recv(), [0x01, 0x00]);
+        let script = script::every_command(dialect);
+        for (request, _) in &script {
+            c.send(&encode(std::slice::from_ref(request)));
+        }
+        for (i, (request, want)) in script.iter().enumerate() {
+            let got = c.recv_response_in(dialect, request);
+            assert_eq!(&got, want, "{dialect:?}, request {i}: {request:?}");
+        }
+        assert_eq!(srv.state.settings().connection_timeout(), 33);
+    }
+}
+
 macro_rules! per_runtime {
     ($runtime:ident: $($scenario:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -197,6 +233,7 @@ macro_rules! scenarios {
                 admin_over_sctp,
                 auto_uses_sctp_when_the_kernel_has_it,
                 shutdown_closes_sctp_sessions,
+                every_admin_command_over_sctp,
             );
         )*
     };
