@@ -1,1 +1,201 @@
-fn main() {}
+//! `socks5d`: the SOCKS5 proxy server with a live administration protocol.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use clap::Parser;
+use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
+use socks5d_net::ServerOptions;
+
+mod cli;
+
+use cli::{Cli, Credentials, RuntimeArg};
+
+/// Exit status for a bad command line (as clap uses).
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_level.as_deref());
+
+    let state = Arc::new(State::new(
+        Instant::now(),
+        &Config {
+            buffer_size: cli.buffer_size,
+            selector_timeout: cli.selector_timeout,
+            connection_timeout: cli.connection_timeout,
+            sniffing: !cli.no_sniffing,
+            cleanup: !cli.no_cleanup,
+            allow_anonymous: cli.allow_anonymous,
+        },
+    ));
+    if let Err(msg) = add_users(&state, &cli) {
+        eprintln!("socks5d: {msg}");
+        return ExitCode::from(USAGE);
+    }
+
+    match socks5d_net::sys::raise_nofile_limit() {
+        Ok(n) if n < (cli.max_connections as u64) * 2 + 64 => tracing::warn!(
+            limit = n,
+            max_connections = cli.max_connections,
+            "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+
+    let options = ServerOptions {
+        dialect: cli.admin_dialect.into(),
+        admin_transport: cli.admin_transport.into(),
+        max_connections: cli.max_connections,
+        ..ServerOptions::default()
+    };
+    let socks_addr = SocketAddr::new(cli.listen, cli.port);
+    let admin_addr = SocketAddr::new(cli.admin_listen, cli.admin_port);
+    match cli.runtime {
+        RuntimeArg::Tokio => run_tokio(state, options, socks_addr, admin_addr),
+    }
+}
+
+/// Diagnostics to stderr; `--log-level` wins over `RUST_LOG`, default `info`.
+fn init_tracing(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
+            eprintln!("socks5d: bad --log-level {l:?} ({e}); using info");
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Adds the command line's users and administrators, or the generated `admin`.
+fn add_users(state: &State, cli: &Cli) -> Result<(), String> {
+    let add = |c: &Credentials, privilege| {
+        let m = Mutation::AddUser {
+            name: c.user.clone(),
+            password: c.password.clone(),
+            privilege,
+        };
+        match state.apply(None, &m) {
+            Outcome::Applied => Ok(()),
+            Outcome::NameTaken => Err(format!(
+                "user {:?} given more than once",
+                String::from_utf8_lossy(&c.user)
+            )),
+            Outcome::TooManyUsers => Err("too many users (at most 255)".to_string()),
+            other => Err(format!(
+                "cannot add user {:?}: {other:?}",
+                String::from_utf8_lossy(&c.user)
+            )),
+        }
+    };
+    for c in &cli.admins {
+        add(c, Privilege::Admin)?;
+    }
+    for c in &cli.users {
+        add(c, Privilege::User)?;
+    }
+    if cli.admins.is_empty() {
+        let password = random_password().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        let c = Credentials {
+            user: Bytes::from_static(b"admin"),
+            password: Bytes::from(password.clone()),
+        };
+        add(&c, Privilege::Admin)?;
+        eprintln!(
+            "socks5d: no administrator given (-a USER:PASS); created administrator \"admin\" with password {password}"
+        );
+    }
+    Ok(())
+}
+
+/// Returns 20 random alphanumeric characters (about 119 bits) from /dev/urandom.
+fn random_password() -> std::io::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut f = std::fs::File::open("/dev/urandom")?;
+    let mut out = String::with_capacity(20);
+    let mut buf = [0u8; 64];
+    while out.len() < 20 {
+        f.read_exact(&mut buf)?;
+        // Rejection sampling keeps the characters uniform: 248 = 4 * 62.
+        for &b in buf.iter().filter(|&&b| b < 248) {
+            if out.len() < 20 {
+                out.push(char::from(ALPHABET[usize::from(b % 62)]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn run_tokio(
+    state: Arc<State>,
+    options: ServerOptions,
+    socks_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("socks5d: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async move {
+        let transport = options.admin_transport;
+        let listeners = match socks5d_tokio::Listeners::bind(socks_addr, admin_addr, transport) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("socks5d: cannot listen (SOCKS {socks_addr}, admin {admin_addr}): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin_transport = listeners.admin.transport();
+        tracing::info!(
+            socks = %listeners.socks.local_addr().map_or(socks_addr, |a| a),
+            admin = %listeners.admin.local_addr().map_or(admin_addr, |a| a),
+            %admin_transport,
+            "socks5d listening"
+        );
+        let shared = socks5d_tokio::Shared::new(state, options);
+        socks5d_tokio::run(listeners, shared, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    });
+    code
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            None
+        }
+    };
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,10 +1,82 @@
 //! Sans-IO state machines for socks5d: a SOCKS5 server handshake (RFC 1928, RFC 1929), the
 //! socks5d administration protocol, credential sniffers, log formatting, and the shared model
-//! (users, settings, counters) the administration protocol changes at run time.
+//! (users, settings, counters) that the administration protocol changes at run time.
 //!
-//! This crate contains no networking code, spawns nothing, and never reads a clock: time is
-//! an input (`now: Instant`), bytes are inputs, and everything the sessions want done comes out
-//! as bytes to send, typed events and deadlines.
+//! This crate contains no networking code, spawns nothing, and never reads a clock: time is an
+//! input (`now: Instant`), bytes are inputs, and everything a session wants done comes out as
+//! bytes to send, typed events and deadlines. Transports (`socks5d-tokio`,
+//! `socks5d-async-std`) move bytes and time in and out; they make no protocol decisions.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`state`] | the shared model: users, settings, counters, live connections; [`state::State::apply`] checks and applies a [`state::Mutation`] atomically |
+//! | [`socks5`] | [`socks5::Socks5Handshake`] and the RFC 1928 messages (server and client side) |
+//! | [`admin`] | [`admin::AdminSession`] and the admin protocol messages, in two dialects |
+//! | [`sniff`] | [`sniff::Sniffer`]: HTTP Basic, POP3, FTP and IMAP credentials in relayed traffic |
+//! | [`logfmt`] | the access-log and credentials-log lines |
+//!
+//! # The run loop
+//!
+//! Every session follows one contract (as quinn-proto and str0m do): after each `handle_*`
+//! call, drain `poll_transmit` (write what it returns), then `poll_event` (act on each event),
+//! then read `poll_timeout` (the next deadline), and only then wait for more input or time.
+//! `Closed` events come after the last bytes to send, so "write, then close" never loses data.
+//!
+//! A blocking admin server for one connection, as a transport would write it (with a real
+//! runtime, the `read` becomes an `await` raced against a sleep until the deadline):
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//!
+//! use bytes::BytesMut;
+//! use socks5d_core::admin::{AdminSession, Dialect, Event, Framing};
+//! use socks5d_core::state::{Config, ConnKind, State};
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! fn serve(mut io: std::net::TcpStream, state: &Arc<State>) -> std::io::Result<()> {
+//!     let conn = state.open(ConnKind::Admin, Instant::now());
+//!     let mut session = AdminSession::new(Instant::now(), Dialect::Draft, Framing::Stream);
+//!     let mut input = BytesMut::with_capacity(4096);
+//!     loop {
+//!         // 1. bytes out
+//!         while let Some(bytes) = session.poll_transmit() {
+//!             io.write_all(&bytes)?;
+//!         }
+//!         // 2. events out
+//!         while let Some(event) = session.poll_event() {
+//!             if let Event::Closed { .. } = event {
+//!                 return Ok(());
+//!             }
+//!         }
+//!         // 3. the next deadline (a runtime would sleep until it; see `handle_timeout`)
+//!         let _deadline = session.poll_timeout();
+//!         // 4. more input
+//!         let mut buf = [0u8; 4096];
+//!         let n = io.read(&mut buf)?;
+//!         if n == 0 {
+//!             session.handle_eof(Instant::now());
+//!         } else {
+//!             input.extend_from_slice(&buf[..n]);
+//!             session.handle_input(Instant::now(), &mut input, &conn);
+//!         }
+//!     }
+//! }
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! # fn main() {
+//! let state = Arc::new(State::new(Instant::now(), &Config::default()));
+//! # let _ = serve;
+//! # let _ = state;
+//! # }
+//! ```
+//!
+//! A SOCKS5 client connection goes the same way with [`socks5::Socks5Handshake`], whose events
+//! ask the transport to dial ([`socks5::Event::Connect`]) and report back with
+//! `handle_connect_result`, then hand over the client's early bytes
+//! ([`socks5::Event::Established`]) before the transport relays both directions, feeding a
+//! [`sniff::Sniffer`] while sniffing is on and counting bytes on its [`state::Connection`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

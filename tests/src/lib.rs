@@ -1,3 +1,9 @@
 //! Shared test helpers.
+//!
+//! - [`harness`]: an in-process server on a background thread, on any transport runtime.
+//! - [`peers`]: blocking clients (SOCKS5, admin) and the local servers they talk to.
+//! - [`strategies`]: proptest strategies (`arb_*`) for the conformance tests.
 
+pub mod harness;
+pub mod peers;
 pub mod strategies;

@@ -132,14 +132,15 @@ fn arbitrary_wire_addr(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result
 }
 
 /// Shows the host part as the client sent it (name, or IP address), without the port, as the
-/// access log wants it. Non-printable bytes of a name are shown as `\xNN`.
+/// access log wants it. Non-printable bytes of a name, and `\`, are shown as `\xNN`, so the
+/// output is unambiguous.
 impl fmt::Display for TargetAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ip(a) => write!(f, "{}", a.ip()),
             Self::Domain(name, _) => {
                 for &b in name.iter() {
-                    if b.is_ascii_graphic() {
+                    if b.is_ascii_graphic() && b != b'\\' {
                         write!(f, "{}", b as char)?;
                     } else {
                         write!(f, "\\x{b:02x}")?;

@@ -1,0 +1,280 @@
+//! Command line of the `socks5d` server (flags of the original's manual page, plus long forms
+//! and the settings the administration protocol can change later).
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use clap::{ArgAction, Parser, ValueEnum};
+use socks5d_core::admin::Dialect;
+use socks5d_core::state::{is_valid_password, is_valid_username, MAX_BUFFER_SIZE, MIN_BUFFER_SIZE};
+use socks5d_net::AdminTransport;
+
+/// A `user:pass` pair from the command line.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) user: Bytes,
+    pub(crate) password: Bytes,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Parses `user:pass`: the user is 1 to 255 printable ASCII characters without `:`; the
+/// password (everything after the first `:`) is 1 to 255 bytes.
+fn parse_credentials(s: &str) -> Result<Credentials, String> {
+    let Some((user, password)) = s.split_once(':') else {
+        return Err("expected USER:PASS (a colon between user name and password)".into());
+    };
+    if !is_valid_username(user.as_bytes()) {
+        return Err(format!(
+            "invalid user name {user:?}: 1 to 255 printable ASCII characters, no ':'"
+        ));
+    }
+    if !is_valid_password(password.as_bytes()) {
+        return Err("invalid password: 1 to 255 bytes".into());
+    }
+    Ok(Credentials {
+        user: Bytes::copy_from_slice(user.as_bytes()),
+        password: Bytes::copy_from_slice(password.as_bytes()),
+    })
+}
+
+fn parse_buffer_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if (MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "must be between {MIN_BUFFER_SIZE} and {MAX_BUFFER_SIZE} bytes"
+        ))
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of seconds from 1 to 255".into()),
+    }
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a positive whole number".into()),
+    }
+}
+
+/// Admin protocol dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DialectArg {
+    /// The draft specification (default).
+    Draft,
+    /// The final revision, as the original socks5d and its client speak it.
+    Final,
+}
+
+impl From<DialectArg> for Dialect {
+    fn from(d: DialectArg) -> Self {
+        match d {
+            DialectArg::Draft => Self::Draft,
+            DialectArg::Final => Self::Final,
+        }
+    }
+}
+
+/// Admin listener transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TransportArg {
+    /// SCTP, or TCP on the same address and port if the kernel has no SCTP.
+    Auto,
+    /// SCTP only (fail if the kernel has no SCTP).
+    Sctp,
+    /// TCP only.
+    Tcp,
+}
+
+impl From<TransportArg> for AdminTransport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Auto => Self::Auto,
+            TransportArg::Sctp => Self::Sctp,
+            TransportArg::Tcp => Self::Tcp,
+        }
+    }
+}
+
+/// Async runtime that runs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RuntimeArg {
+    /// tokio, multi-threaded.
+    Tokio,
+}
+
+/// SOCKS5 proxy (RFC 1928, user/password per RFC 1929) with a live administration protocol.
+///
+/// Proxy users log in with a user name and password. Administrators connect to the admin
+/// port (SCTP by default) to read counters, manage users and change settings while the
+/// server runs. One access-log line per SOCKS request, and one line per clear-text
+/// credential seen, go to standard output; diagnostics go to standard error.
+#[derive(Debug, Parser)]
+#[command(
+    name = "socks5d",
+    version,
+    disable_version_flag = true,
+    disable_help_flag = true,
+    after_help = "Examples:\n  socks5d -u alice:secret                  proxy on 127.0.0.1:1080, admin on 127.0.0.1:8080\n  socks5d -l 0.0.0.0 -u alice:secret       proxy on every IPv4 interface\n  socks5d -l :: -u alice:secret            proxy on every interface (IPv6 and IPv4)\n  curl --socks5-hostname alice:secret@127.0.0.1:1080 http://example.org/"
+)]
+pub(crate) struct Cli {
+    /// Address the SOCKS proxy listens on; 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) for all
+    /// interfaces.
+    #[arg(
+        short = 'l',
+        long = "listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    pub(crate) listen: IpAddr,
+
+    /// TCP port of the SOCKS proxy.
+    #[arg(
+        short = 'p',
+        long = "port",
+        value_name = "PORT",
+        default_value_t = 1080
+    )]
+    pub(crate) port: u16,
+
+    /// Address the administration service listens on.
+    #[arg(
+        short = 'L',
+        long = "admin-listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    pub(crate) admin_listen: IpAddr,
+
+    /// Port of the administration service (SCTP, or TCP: see --admin-transport).
+    #[arg(
+        short = 'P',
+        long = "admin-port",
+        value_name = "PORT",
+        default_value_t = 8080
+    )]
+    pub(crate) admin_port: u16,
+
+    /// Adds a proxy user. Repeat for more users.
+    #[arg(short = 'u', long = "user", value_name = "USER:PASS", value_parser = parse_credentials, action = ArgAction::Append)]
+    pub(crate) users: Vec<Credentials>,
+
+    /// Adds an administrator (who may also use the proxy). Repeat for more. Without any,
+    /// an administrator "admin" is created with a random password, printed once on stderr.
+    #[arg(short = 'a', long = "admin", value_name = "USER:PASS", value_parser = parse_credentials, action = ArgAction::Append)]
+    pub(crate) admins: Vec<Credentials>,
+
+    /// Turns credential sniffing ("password spoofing") off; an administrator can turn it on.
+    #[arg(short = 'N', long = "no-sniffing")]
+    pub(crate) no_sniffing: bool,
+
+    /// Turns the clean-up of idle connections off; an administrator can turn it on.
+    #[arg(short = 'D', long = "no-cleanup")]
+    pub(crate) no_cleanup: bool,
+
+    /// Dialect of the administration protocol.
+    #[arg(long, value_enum, value_name = "DIALECT", default_value = "draft")]
+    pub(crate) admin_dialect: DialectArg,
+
+    /// Transport of the administration service.
+    #[arg(long, value_enum, value_name = "TRANSPORT", default_value = "auto")]
+    pub(crate) admin_transport: TransportArg,
+
+    /// Serves SOCKS clients that offer no authentication (only to clients that do not offer
+    /// user/password). Off by default.
+    #[arg(long)]
+    pub(crate) allow_anonymous: bool,
+
+    /// Diagnostics on stderr: error, warn, info, debug or trace (or a tracing filter such as
+    /// "socks5d_tokio=debug"). RUST_LOG is used when this is not given.
+    #[arg(long, value_name = "LEVEL")]
+    pub(crate) log_level: Option<String>,
+
+    /// Most SOCKS client connections served at once; more wait until one closes.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_max_connections)]
+    pub(crate) max_connections: usize,
+
+    /// Initial size of each relay buffer, in bytes (50 to 1048576).
+    #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = parse_buffer_size)]
+    pub(crate) buffer_size: u32,
+
+    /// Initial idle time, in seconds (1 to 255), after which the clean-up closes a connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = parse_seconds)]
+    pub(crate) connection_timeout: u8,
+
+    /// Initial period, in seconds (1 to 255), of the clean-up of idle connections.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = parse_seconds)]
+    pub(crate) selector_timeout: u8,
+
+    /// Async runtime.
+    #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
+    pub(crate) runtime: RuntimeArg,
+
+    /// Prints version information and exits.
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+
+    /// Prints this help and exits.
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_loopback() {
+        let c = Cli::try_parse_from(["socks5d"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1");
+        assert_eq!((c.port, c.admin_port), (1080, 8080));
+        assert!(!c.allow_anonymous && !c.no_sniffing && !c.no_cleanup);
+    }
+
+    #[test]
+    fn credentials() {
+        let c =
+            Cli::try_parse_from(["socks5d", "-u", "a:b:c", "-u", "x:y", "-a", "root:pw"]).unwrap();
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(&c.users[0].password[..], b"b:c");
+        assert_eq!(&c.admins[0].user[..], b"root");
+        for bad in ["nocolon", ":pw", "user:", "tab\tuser:pw"] {
+            let e = Cli::try_parse_from(["socks5d", "-u", bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+        assert!(!format!("{:?}", c.users[0]).contains("b:c"));
+    }
+
+    #[test]
+    fn ranges() {
+        for args in [
+            ["socks5d", "--buffer-size", "49"],
+            ["socks5d", "--connection-timeout", "0"],
+            ["socks5d", "--selector-timeout", "256"],
+            ["socks5d", "--max-connections", "0"],
+            ["socks5d", "--admin-transport", "udp"],
+        ] {
+            assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
+        }
+    }
+}

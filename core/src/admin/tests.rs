@@ -1,0 +1,1147 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::msg::*;
+use super::*;
+use crate::state::{Config, ConnKind, State, MAX_USERS};
+
+use Dialect::{Draft, Final};
+
+#[allow(clippy::disallowed_methods)] // tests may read the clock to get a `t0`
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn b(s: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests: golden bytes of draft §4.1 and §5.1 (and the aliases of the PROTOCOL.md table).
+
+fn golden_requests() -> Vec<(&'static [u8], AdminRequest)> {
+    use AdminRequest::{Modify as M, Query as Q};
+    vec![
+        (b"\x00\x00", Q(Query::ListUsers)),
+        (b"\x00\x01", Q(Query::HistoricConnections)),
+        (b"\x00\x02", Q(Query::CurrentConnections)),
+        (b"\x00\x03", Q(Query::MaxConcurrentConnections)),
+        (b"\x00\x04", Q(Query::BytesSent)),
+        (b"\x00\x05", Q(Query::BytesReceived)),
+        (b"\x00\x06", Q(Query::UsersConnected)),
+        (b"\x00\x07", Q(Query::UserCount)),
+        (b"\x00\x08", Q(Query::BufferSize)),
+        (b"\x00\x09", Q(Query::SelectorTimeout)),
+        (b"\x00\x10", Q(Query::ConnectionTimeout(Draft))),
+        (b"\x00\x0a", Q(Query::ConnectionTimeout(Final))),
+        (
+            b"\x00\x11\x03bob",
+            Q(Query::UserConnections {
+                cmd: Draft,
+                name: b(b"bob"),
+            }),
+        ),
+        (
+            b"\x00\x0b\x03bob",
+            Q(Query::UserConnections {
+                cmd: Final,
+                name: b(b"bob"),
+            }),
+        ),
+        (
+            b"\x01\x00\x04carl\x02pw\x01",
+            M(Modify::AddUser {
+                name: b(b"carl"),
+                password: b(b"pw"),
+                privilege: 1,
+            }),
+        ),
+        (
+            b"\x01\x01\x03bob",
+            M(Modify::RemoveUser { name: b(b"bob") }),
+        ),
+        (b"\x01\x02\x00", M(Modify::SetSniffing(0))),
+        (b"\x01\x02\x01", M(Modify::SetSniffing(1))),
+        (b"\x01\x03\x01", M(Modify::SetCleanup(1))),
+        (b"\x01\x04\x00\x01\x00\x00", M(Modify::SetBufferSize(65536))),
+        (b"\x01\x05\x07", M(Modify::SetSelectorTimeout(7))),
+        (b"\x01\x06\xff", M(Modify::SetConnectionTimeout(255))),
+        // Raw values out of range still decode: the session answers them.
+        (
+            b"\x01\x00\x00\x00\x09",
+            M(Modify::AddUser {
+                name: Bytes::new(),
+                password: Bytes::new(),
+                privilege: 9,
+            }),
+        ),
+        (b"\x01\x02\x07", M(Modify::SetSniffing(7))),
+    ]
+}
+
+#[test]
+fn request_golden_decode_and_encode() {
+    for (wire, msg) in golden_requests() {
+        assert_eq!(
+            AdminRequest::check(wire),
+            Ok(Some(wire.len())),
+            "{wire:02x?}"
+        );
+        let mut src = BytesMut::from(wire);
+        src.extend_from_slice(b"\x00\x07"); // a following request must stay in place
+        assert_eq!(
+            AdminRequest::decode(&mut src),
+            Ok(Some(msg.clone())),
+            "{wire:02x?}"
+        );
+        assert_eq!(&src[..], b"\x00\x07");
+        let mut out = BytesMut::new();
+        msg.encode(&mut out);
+        assert_eq!(&out[..], wire);
+    }
+}
+
+#[test]
+fn request_every_strict_prefix_is_partial() {
+    for (wire, _) in golden_requests() {
+        for i in 0..wire.len() {
+            let mut src = BytesMut::from(&wire[..i]);
+            assert_eq!(
+                AdminRequest::decode(&mut src),
+                Ok(None),
+                "{wire:02x?} at {i}"
+            );
+            assert_eq!(&src[..], &wire[..i], "partial input must be left untouched");
+        }
+    }
+}
+
+#[test]
+fn longest_request_is_max_len() {
+    let name = [b'a'; 255];
+    let req = AdminRequest::Modify(Modify::AddUser {
+        name: b(&name),
+        password: b(&name),
+        privilege: 0,
+    });
+    let mut out = BytesMut::new();
+    req.encode(&mut out);
+    assert_eq!(out.len(), AdminRequest::MAX_LEN);
+    assert_eq!(AdminRequest::decode(&mut out), Ok(Some(req)));
+}
+
+#[test]
+fn request_unknown_type_and_command() {
+    use DecodeError::{UnknownCommand, UnknownType};
+    let cases: &[(&[u8], DecodeError)] = &[
+        (b"\x02", UnknownType(2)),
+        (b"\xff\xff", UnknownType(0xff)),
+        (b"\x00\x0c", UnknownCommand { ty: 0, cmd: 0x0c }),
+        (b"\x00\x12", UnknownCommand { ty: 0, cmd: 0x12 }),
+        (b"\x00\xfe", UnknownCommand { ty: 0, cmd: 0xfe }),
+        (b"\x01\x07", UnknownCommand { ty: 1, cmd: 7 }),
+        (b"\x01\xff\x00", UnknownCommand { ty: 1, cmd: 0xff }),
+    ];
+    for (wire, err) in cases {
+        let mut src = BytesMut::from(*wire);
+        assert_eq!(AdminRequest::decode(&mut src), Err(*err));
+        assert_eq!(&src[..], *wire, "an error leaves the input in place");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses: draft §4.2 and §5.2, final §3 and §5.2.13, and every row of the dialect table.
+
+fn q(query: Query) -> AdminRequest {
+    AdminRequest::Query(query)
+}
+
+fn value(cmd: ValueCmd, value: u64) -> AdminResponse {
+    AdminResponse::Value { cmd, value }
+}
+
+fn user_conns(cmd: Dialect) -> AdminRequest {
+    q(Query::UserConnections {
+        cmd,
+        name: b(b"bob"),
+    })
+}
+
+/// (dialect, request answered, wire, decoded)
+fn golden_responses() -> Vec<(Dialect, AdminRequest, &'static [u8], AdminResponse)> {
+    use ValueCmd as V;
+    let users = |privs: bool| {
+        AdminResponse::Users(vec![
+            ListedUser {
+                name: b(b"admin"),
+                privilege: privs.then_some(Privilege::Admin),
+            },
+            ListedUser {
+                name: b(b"bob"),
+                privilege: privs.then_some(Privilege::User),
+            },
+        ])
+    };
+    let status = |cmd, status| AdminResponse::Status { cmd, status };
+    let m = |modify| AdminRequest::Modify(modify);
+    vec![
+        // 5.2.1 List Users: draft without PRIVILEGE, final with it.
+        (
+            Draft,
+            q(Query::ListUsers),
+            b"\x00\x00\x02\x05admin\x03bob",
+            users(false),
+        ),
+        (
+            Final,
+            q(Query::ListUsers),
+            b"\x00\x00\x02\x05admin\x01\x03bob\x00",
+            users(true),
+        ),
+        (
+            Draft,
+            q(Query::ListUsers),
+            b"\x00\x00\x00",
+            AdminResponse::Users(vec![]),
+        ),
+        // 5.2.2, 5.2.4, 5.2.5: 8 bytes in both.
+        (
+            Draft,
+            q(Query::HistoricConnections),
+            b"\x00\x01\x00\x00\x00\x00\x00\x00\x01\x02",
+            value(V::HistoricConnections, 258),
+        ),
+        (
+            Final,
+            q(Query::HistoricConnections),
+            b"\x00\x01\x00\x00\x00\x00\x00\x00\x01\x02",
+            value(V::HistoricConnections, 258),
+        ),
+        (
+            Draft,
+            q(Query::BytesSent),
+            b"\x00\x04\x01\x02\x03\x04\x05\x06\x07\x08",
+            value(V::BytesSent, 0x0102_0304_0506_0708),
+        ),
+        (
+            Final,
+            q(Query::BytesReceived),
+            b"\x00\x05\xff\xff\xff\xff\xff\xff\xff\xff",
+            value(V::BytesReceived, u64::MAX),
+        ),
+        // Get Current Connections (0x02): 2 bytes in both.
+        (
+            Draft,
+            q(Query::CurrentConnections),
+            b"\x00\x02\x01\x00",
+            value(V::CurrentConnections, 256),
+        ),
+        (
+            Final,
+            q(Query::CurrentConnections),
+            b"\x00\x02\x00\x05",
+            value(V::CurrentConnections, 5),
+        ),
+        // Get Max. Concurrent Connections (0x03): 2 bytes in both.
+        (
+            Draft,
+            q(Query::MaxConcurrentConnections),
+            b"\x00\x03\x00\x09",
+            value(V::MaxConcurrentConnections, 9),
+        ),
+        (
+            Final,
+            q(Query::MaxConcurrentConnections),
+            b"\x00\x03\x12\x34",
+            value(V::MaxConcurrentConnections, 0x1234),
+        ),
+        // Get Number of Users Connected (0x06): draft 8 bytes, final 1 byte.
+        (
+            Draft,
+            q(Query::UsersConnected),
+            b"\x00\x06\x00\x00\x00\x00\x00\x00\x01\x2c",
+            value(V::UsersConnected, 300),
+        ),
+        (
+            Final,
+            q(Query::UsersConnected),
+            b"\x00\x06\x03",
+            value(V::UsersConnected, 3),
+        ),
+        // 5.2.7 Get Total User Count: 1 byte.
+        (
+            Draft,
+            q(Query::UserCount),
+            b"\x00\x07\x02",
+            value(V::UserCount, 2),
+        ),
+        (
+            Final,
+            q(Query::UserCount),
+            b"\x00\x07\xff",
+            value(V::UserCount, 255),
+        ),
+        // 5.2.8 Get I/O Buffer Sizes: 4 bytes.
+        (
+            Draft,
+            q(Query::BufferSize),
+            b"\x00\x08\x00\x00\x40\x00",
+            value(V::BufferSize, 16384),
+        ),
+        (
+            Final,
+            q(Query::BufferSize),
+            b"\x00\x08\x00\x10\x00\x00",
+            value(V::BufferSize, 1_048_576),
+        ),
+        // 5.2.9 Get Selector Timeout: 1 byte.
+        (
+            Draft,
+            q(Query::SelectorTimeout),
+            b"\x00\x09\x05",
+            value(V::SelectorTimeout, 5),
+        ),
+        // Get Connection Timeout: CMD echoed, 1 byte, in both dialects.
+        (
+            Draft,
+            q(Query::ConnectionTimeout(Draft)),
+            b"\x00\x10\x78",
+            value(V::ConnectionTimeout(Draft), 120),
+        ),
+        (
+            Draft,
+            q(Query::ConnectionTimeout(Final)),
+            b"\x00\x0a\x78",
+            value(V::ConnectionTimeout(Final), 120),
+        ),
+        (
+            Final,
+            q(Query::ConnectionTimeout(Final)),
+            b"\x00\x0a\x78",
+            value(V::ConnectionTimeout(Final), 120),
+        ),
+        (
+            Final,
+            q(Query::ConnectionTimeout(Draft)),
+            b"\x00\x10\x78",
+            value(V::ConnectionTimeout(Draft), 120),
+        ),
+        // Get User Total Current Connections: draft 1 byte, final 2 bytes; CMD echoed.
+        (
+            Draft,
+            user_conns(Draft),
+            b"\x00\x11\x02",
+            value(V::UserConnections(Draft), 2),
+        ),
+        (
+            Draft,
+            user_conns(Final),
+            b"\x00\x0b\x02",
+            value(V::UserConnections(Final), 2),
+        ),
+        (
+            Final,
+            user_conns(Final),
+            b"\x00\x0b\x01\x00",
+            value(V::UserConnections(Final), 256),
+        ),
+        (
+            Final,
+            user_conns(Draft),
+            b"\x00\x11\x00\x02",
+            value(V::UserConnections(Draft), 2),
+        ),
+        // 4.2 Modification responses: TYPE CMD STATUS.
+        (
+            Draft,
+            m(Modify::RemoveUser { name: b(b"x") }),
+            b"\x01\x01\x01",
+            status(ModifyCmd::RemoveUser, 1),
+        ),
+        (
+            Final,
+            m(Modify::SetBufferSize(1)),
+            b"\x01\x04\x01",
+            status(ModifyCmd::SetBufferSize, 1),
+        ),
+        (
+            Draft,
+            m(Modify::SetConnectionTimeout(3)),
+            b"\x01\x06\x00",
+            status(ModifyCmd::SetConnectionTimeout, 0),
+        ),
+        // Errors (final §3, §5.2.13), accepted in both dialects.
+        (
+            Draft,
+            q(Query::ListUsers),
+            b"\xff\xff",
+            AdminResponse::InvalidType,
+        ),
+        (
+            Final,
+            q(Query::UserCount),
+            b"\x00\xff",
+            AdminResponse::InvalidCommand {
+                ty: RequestType::Query,
+            },
+        ),
+        (
+            Draft,
+            m(Modify::SetCleanup(1)),
+            b"\x01\xff",
+            AdminResponse::InvalidCommand {
+                ty: RequestType::Modify,
+            },
+        ),
+        (
+            Final,
+            user_conns(Final),
+            b"\x00\xfe\xfe",
+            AdminResponse::QueryError { status: 0xfe },
+        ),
+        (
+            Draft,
+            user_conns(Draft),
+            b"\x00\xfe\xff",
+            AdminResponse::QueryError { status: 0xff },
+        ),
+    ]
+}
+
+#[test]
+fn response_golden_decode_and_encode() {
+    for (dialect, req, wire, msg) in golden_responses() {
+        let ctx = format!("{dialect:?} {req:?} {wire:02x?}");
+        assert_eq!(
+            AdminResponse::check(wire, dialect, &req),
+            Ok(Some(wire.len())),
+            "{ctx}"
+        );
+        let mut src = BytesMut::from(wire);
+        src.put_u8(0x42);
+        assert_eq!(
+            AdminResponse::decode(&mut src, dialect, &req),
+            Ok(Some(msg.clone())),
+            "{ctx}"
+        );
+        assert_eq!(&src[..], b"\x42", "{ctx}");
+        let mut out = BytesMut::new();
+        msg.encode(dialect, &mut out);
+        assert_eq!(&out[..], wire, "{ctx}");
+    }
+}
+
+#[test]
+fn response_every_strict_prefix_is_partial() {
+    for (dialect, req, wire, _) in golden_responses() {
+        for i in 0..wire.len() {
+            let mut src = BytesMut::from(&wire[..i]);
+            assert_eq!(
+                AdminResponse::decode(&mut src, dialect, &req),
+                Ok(None),
+                "{dialect:?} {wire:02x?} at {i}"
+            );
+            assert_eq!(src.len(), i);
+        }
+    }
+}
+
+#[test]
+fn response_values_saturate_to_their_width() {
+    use ValueCmd as V;
+    let cases: &[(Dialect, ValueCmd, u64, &[u8])] = &[
+        (Draft, V::CurrentConnections, 70_000, b"\x00\x02\xff\xff"),
+        (
+            Final,
+            V::MaxConcurrentConnections,
+            1 << 40,
+            b"\x00\x03\xff\xff",
+        ),
+        (Final, V::UsersConnected, 300, b"\x00\x06\xff"),
+        (Draft, V::UserConnections(Draft), 256, b"\x00\x11\xff"),
+        (
+            Final,
+            V::UserConnections(Final),
+            70_000,
+            b"\x00\x0b\xff\xff",
+        ),
+        (Draft, V::UserCount, 256, b"\x00\x07\xff"),
+        (Draft, V::BufferSize, 1 << 33, b"\x00\x08\xff\xff\xff\xff"),
+        (Draft, V::ConnectionTimeout(Draft), 1000, b"\x00\x10\xff"),
+    ];
+    for &(dialect, cmd, v, wire) in cases {
+        let mut out = BytesMut::new();
+        value(cmd, v).encode(dialect, &mut out);
+        assert_eq!(&out[..], wire, "{dialect:?} {cmd:?} {v}");
+    }
+}
+
+#[test]
+fn response_mismatches_are_errors() {
+    let req = q(Query::UserCount);
+    let bad: &[(Dialect, &[u8], DecodeError)] = &[
+        (Draft, b"\x01\x07\x00", DecodeError::UnknownType(1)),
+        (
+            Draft,
+            b"\x00\x08\x00",
+            DecodeError::UnknownCommand { ty: 0, cmd: 8 },
+        ),
+        (
+            Draft,
+            b"\xff\x00",
+            DecodeError::UnknownCommand { ty: 0xff, cmd: 0 },
+        ),
+    ];
+    for &(dialect, wire, err) in bad {
+        assert_eq!(
+            AdminResponse::decode(&mut BytesMut::from(wire), dialect, &req),
+            Err(err)
+        );
+    }
+    assert_eq!(
+        AdminResponse::decode(
+            &mut BytesMut::from(&b"\x00\x00\x01\x01a\x07"[..]),
+            Final,
+            &q(Query::ListUsers)
+        ),
+        Err(DecodeError::InvalidValue(7)),
+        "PRIVILEGE out of range"
+    );
+}
+
+#[test]
+fn status_table_of_both_dialects() {
+    use ModifyCmd as C;
+    use Outcome as O;
+    // (cmd, outcome, draft, final)
+    let rows = [
+        (C::AddUser, O::Applied, 0x00, 0x00),
+        (C::AddUser, O::NameTaken, 0x01, 0x01),
+        (C::AddUser, O::InvalidParameter, 0x02, 0xfe),
+        (C::AddUser, O::TooManyUsers, 0xff, 0x02),
+        (C::RemoveUser, O::Applied, 0x00, 0x00),
+        (C::RemoveUser, O::NoSuchUser, 0x01, 0x01),
+        (C::RemoveUser, O::InvalidParameter, 0x02, 0xfe),
+        (C::SetSniffing, O::InvalidParameter, 0xff, 0xfe),
+        (C::SetCleanup, O::InvalidParameter, 0xff, 0xfe),
+        (C::SetBufferSize, O::InvalidParameter, 0x01, 0x01),
+        (C::SetSelectorTimeout, O::InvalidParameter, 0x01, 0x01),
+        (C::SetConnectionTimeout, O::InvalidParameter, 0x01, 0x01),
+        (C::SetConnectionTimeout, O::NameTaken, 0xff, 0xff),
+    ];
+    for (cmd, outcome, draft, fin) in rows {
+        assert_eq!(cmd.status(Draft, outcome), draft, "{cmd:?} {outcome:?}");
+        assert_eq!(cmd.status(Final, outcome), fin, "{cmd:?} {outcome:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions.
+
+struct Fx {
+    t0: Instant,
+    state: Arc<State>,
+    conn: Connection,
+    s: AdminSession,
+}
+
+fn add(state: &State, name: &str, pass: &str, privilege: Privilege) {
+    let m = Mutation::AddUser {
+        name: b(name.as_bytes()),
+        password: b(pass.as_bytes()),
+        privilege,
+    };
+    assert_eq!(state.apply(None, &m), Outcome::Applied);
+}
+
+fn fx(dialect: Dialect, framing: Framing) -> Fx {
+    let t0 = t0();
+    let state = Arc::new(State::new(t0, &Config::default()));
+    add(&state, "admin", "pw", Privilege::Admin);
+    add(&state, "bob", "hunter2", Privilege::User);
+    let conn = state.open(ConnKind::Admin, t0);
+    let s = AdminSession::new(t0, dialect, framing);
+    Fx { t0, state, conn, s }
+}
+
+const AUTH: &[u8] = b"\x01\x05admin\x02pw";
+
+impl Fx {
+    fn input(&mut self, bytes: &[u8]) -> BytesMut {
+        let mut input = BytesMut::from(bytes);
+        self.s.handle_input(self.t0, &mut input, &self.conn);
+        input
+    }
+
+    /// Drains per the contract: every transmit item, then every event.
+    fn drain(&mut self) -> (Vec<Bytes>, Vec<Event>) {
+        let tx = std::iter::from_fn(|| self.s.poll_transmit()).collect();
+        let ev = std::iter::from_fn(|| self.s.poll_event()).collect();
+        (tx, ev)
+    }
+
+    fn drain_bytes(&mut self) -> Vec<u8> {
+        self.drain().0.concat()
+    }
+
+    fn authed(dialect: Dialect, framing: Framing) -> Self {
+        let mut f = fx(dialect, framing);
+        assert!(f.input(AUTH).is_empty());
+        let (tx, ev) = f.drain();
+        assert_eq!(tx.concat(), b"\x01\x00");
+        assert_eq!(ev, vec![Event::Authenticated { user: b(b"admin") }]);
+        f
+    }
+
+    /// Sends one request and returns the one response.
+    fn ask(&mut self, req: &[u8]) -> Vec<u8> {
+        let rest = self.input(req);
+        assert!(rest.is_empty());
+        self.drain_bytes()
+    }
+}
+
+fn closed(reason: CloseReason) -> Event {
+    Event::Closed { reason }
+}
+
+#[test]
+fn auth_success_then_pipelined_requests_are_served() {
+    for framing in [Framing::Stream, Framing::Message] {
+        let mut f = fx(Draft, framing);
+        let mut wire = AUTH.to_vec();
+        wire.extend_from_slice(b"\x00\x07\x00\x09\x01\x05\x02");
+        assert!(f.input(&wire).is_empty());
+        let (tx, ev) = f.drain();
+        assert_eq!(tx.concat(), b"\x01\x00\x00\x07\x02\x00\x09\x05\x01\x05\x00");
+        if framing == Framing::Message {
+            assert_eq!(tx.len(), 4, "one response per poll_transmit");
+        }
+        assert_eq!(
+            ev,
+            vec![
+                Event::Authenticated { user: b(b"admin") },
+                Event::Applied(Mutation::SetSelectorTimeout(2)),
+            ]
+        );
+        assert_eq!(f.state.settings().selector_timeout(), 2);
+        assert_eq!(f.s.poll_timeout(), None, "no deadline once authenticated");
+        assert!(!f.s.is_closed());
+    }
+}
+
+#[test]
+fn every_auth_failure_gets_the_same_answer() {
+    let cases: &[&[u8]] = &[
+        b"\x01\x05admin\x02px",          // wrong password
+        b"\x01\x03eve\x02pw",            // unknown user
+        b"\x01\x03bob\x07hunter2",       // not an administrator
+        b"\x01\x00\x02pw",               // ULEN 0
+        b"\x01\x05admin\x00",            // PLEN 0
+        b"\x01\x05admin\x03pwx\x00\x07", // wrong password, then a pipelined request
+    ];
+    for wire in cases {
+        let mut f = fx(Final, Framing::Stream);
+        assert!(
+            f.input(wire).is_empty(),
+            "bytes after a failed auth are ignored"
+        );
+        let (tx, ev) = f.drain();
+        assert_eq!(tx.concat(), b"\x01\x01", "{wire:02x?}");
+        assert_eq!(
+            ev,
+            vec![closed(CloseReason::Peer(ProtocolError::AuthFailed))]
+        );
+        assert!(f.s.is_closed());
+        assert_eq!(f.s.poll_timeout(), None);
+        assert!(f.conn.user().is_none());
+        assert!(f.input(b"\x00\x07").is_empty());
+        assert_eq!(f.drain(), (vec![], vec![]));
+    }
+}
+
+#[test]
+fn auth_bad_version() {
+    for framing in [Framing::Stream, Framing::Message] {
+        let mut f = fx(Draft, framing);
+        assert!(f.input(b"\x05\x01\x00").is_empty());
+        let (tx, ev) = f.drain();
+        assert_eq!(tx.concat(), b"\x01\x02");
+        assert_eq!(
+            ev,
+            vec![closed(CloseReason::Peer(ProtocolError::Decode(
+                DecodeError::UnsupportedVersion(5)
+            )))]
+        );
+    }
+}
+
+#[test]
+fn handshake_timeout() {
+    let mut f = fx(Draft, Framing::Stream);
+    let deadline = f.t0 + HANDSHAKE_TIMEOUT;
+    assert_eq!(f.s.poll_timeout(), Some(deadline));
+    assert!(!f.input(&AUTH[..4]).is_empty(), "partial auth waits");
+    f.s.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(f.drain(), (vec![], vec![]));
+    assert_eq!(f.s.poll_timeout(), Some(deadline));
+    f.s.handle_timeout(deadline);
+    assert_eq!(
+        f.drain(),
+        (vec![], vec![closed(CloseReason::HandshakeTimeout)])
+    );
+    assert_eq!(f.s.poll_timeout(), None, "the deadline must not stay due");
+    // Auth handed in after the deadline is not served.
+    let mut g = fx(Draft, Framing::Stream);
+    let mut input = BytesMut::from(AUTH);
+    g.s.handle_input(g.t0 + HANDSHAKE_TIMEOUT, &mut input, &g.conn);
+    assert_eq!(
+        g.drain(),
+        (vec![], vec![closed(CloseReason::HandshakeTimeout)])
+    );
+    assert!(g.conn.user().is_none());
+}
+
+#[test]
+fn queries_read_the_state() {
+    for dialect in [Draft, Final] {
+        let mut f = Fx::authed(dialect, Framing::Stream);
+        let p1 = f.state.open(ConnKind::Proxy, f.t0);
+        let p2 = f.state.open(ConnKind::Proxy, f.t0);
+        assert!(p1.authenticate(b"bob", b"hunter2", Privilege::User));
+        assert!(p2.authenticate(b"bob", b"hunter2", Privilege::User));
+        p1.record_sent(f.t0, 1000);
+        p2.record_received(f.t0, 7);
+        drop(p2);
+        let users_connected: &[u8] = match dialect {
+            Draft => b"\x00\x06\x00\x00\x00\x00\x00\x00\x00\x01",
+            Final => b"\x00\x06\x01",
+        };
+        let list: &[u8] = match dialect {
+            Draft => b"\x00\x00\x02\x05admin\x03bob",
+            Final => b"\x00\x00\x02\x05admin\x01\x03bob\x00",
+        };
+        let bob: &[u8] = match dialect {
+            Draft => b"\x00\x11\x01",
+            Final => b"\x00\x11\x00\x01",
+        };
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"\x00\x00", list),
+            (b"\x00\x01", b"\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02"),
+            (b"\x00\x02", b"\x00\x02\x00\x01"),
+            (b"\x00\x03", b"\x00\x03\x00\x02"),
+            (b"\x00\x04", b"\x00\x04\x00\x00\x00\x00\x00\x00\x03\xe8"),
+            (b"\x00\x05", b"\x00\x05\x00\x00\x00\x00\x00\x00\x00\x07"),
+            (b"\x00\x06", users_connected),
+            (b"\x00\x07", b"\x00\x07\x02"),
+            (b"\x00\x08", b"\x00\x08\x00\x00\x40\x00"),
+            (b"\x00\x09", b"\x00\x09\x05"),
+            (b"\x00\x10", b"\x00\x10\x78"),
+            (b"\x00\x0a", b"\x00\x0a\x78"),
+            (b"\x00\x11\x03bob", bob),
+            // Administration connections are not the user's proxy connections.
+            (b"\x00\x11\x05admin", &bob[..bob.len() - 1]),
+            (b"\x00\x0b\x03eve", b"\x00\xfe\xfe"),
+            (b"\x00\x11\x00", b"\x00\xfe\xfe"),
+        ];
+        for (req, resp) in cases {
+            let mut resp = resp.to_vec();
+            if req.starts_with(b"\x00\x11\x05admin") {
+                resp.push(0);
+            }
+            assert_eq!(f.ask(req), resp, "{dialect:?} {req:02x?}");
+        }
+        assert_eq!(f.drain().1, vec![], "queries change nothing");
+    }
+}
+
+/// Every status code of every modification that this server can produce, through the session.
+#[test]
+fn every_modification_status_is_reachable() {
+    for dialect in [Draft, Final] {
+        let bad = if dialect == Draft { 0x02 } else { 0xfe };
+        let toggle_bad = if dialect == Draft { 0xff } else { 0xfe };
+        let mut f = Fx::authed(dialect, Framing::Stream);
+        let cases: &[(&[u8], u8, bool)] = &[
+            (b"\x01\x00\x04carl\x02pw\x00", 0x00, true),
+            (b"\x01\x00\x04carl\x02pw\x00", 0x01, false),
+            (b"\x01\x00\x03a:b\x02pw\x00", bad, false),
+            (b"\x01\x00\x00\x02pw\x00", bad, false),
+            (b"\x01\x00\x04dave\x00\x00", bad, false),
+            (b"\x01\x00\x04dave\x02pw\x02", bad, false), // PRIVILEGE 2
+            (b"\x01\x01\x04carl", 0x00, true),
+            (b"\x01\x01\x04carl", 0x01, false),
+            (b"\x01\x01\x05admin", bad, false), // yourself (and the last administrator)
+            (b"\x01\x01\x00", bad, false),
+            (b"\x01\x02\x00", 0x00, true),
+            (b"\x01\x02\x01", 0x00, true),
+            (b"\x01\x02\x02", toggle_bad, false),
+            (b"\x01\x03\x00", 0x00, true),
+            (b"\x01\x03\xff", toggle_bad, false),
+            (b"\x01\x04\x00\x00\x00\x32", 0x00, true), // 50
+            (b"\x01\x04\x00\x00\x00\x31", 0x01, false),
+            (b"\x01\x04\x00\x00\x00\x00", 0x01, false),
+            (b"\x01\x04\x00\x10\x00\x01", 0x01, false), // 1 MiB + 1
+            (b"\x01\x05\x01", 0x00, true),
+            (b"\x01\x05\x00", 0x01, false),
+            (b"\x01\x06\xff", 0x00, true),
+            (b"\x01\x06\x00", 0x01, false),
+        ];
+        for &(req, status, applied) in cases {
+            assert!(f.input(req).is_empty());
+            let (tx, ev) = f.drain();
+            assert_eq!(
+                tx.concat(),
+                [req[0], req[1], status],
+                "{dialect:?} {req:02x?}"
+            );
+            assert_eq!(
+                matches!(ev.as_slice(), [Event::Applied(_)]),
+                applied,
+                "{dialect:?} {req:02x?}: {ev:?}"
+            );
+            assert!(applied || ev.is_empty());
+        }
+        let s = f.state.settings().snapshot();
+        assert_eq!(
+            (
+                s.sniffing,
+                s.cleanup,
+                s.buffer_size,
+                s.selector_timeout,
+                s.connection_timeout
+            ),
+            (true, false, 50, 1, 255)
+        );
+        // "Not the last administrator": through a session the actor is an administrator,
+        // so removing the last one is removing yourself, covered above.
+        assert_eq!(f.state.user_count(), 2);
+    }
+}
+
+#[test]
+fn add_user_when_full() {
+    for (dialect, full) in [(Draft, 0xff), (Final, 0x02)] {
+        let mut f = Fx::authed(dialect, Framing::Stream);
+        for i in 2..MAX_USERS {
+            add(&f.state, &format!("u{i}"), "pw", Privilege::User);
+        }
+        assert_eq!(f.ask(b"\x01\x00\x04carl\x02pw\x00"), [1, 0, full]);
+        assert_eq!(f.drain().1, vec![]);
+    }
+}
+
+#[test]
+fn removing_a_user_closes_its_connections() {
+    let mut f = Fx::authed(Draft, Framing::Stream);
+    add(&f.state, "root", "pw", Privilege::Admin);
+    let proxy = f.state.open(ConnKind::Proxy, f.t0);
+    assert!(proxy.authenticate(b"bob", b"hunter2", Privilege::User));
+    // A second administration session, of "root".
+    let mut g = Fx {
+        t0: f.t0,
+        state: f.state.clone(),
+        conn: f.state.open(ConnKind::Admin, f.t0),
+        s: AdminSession::new(f.t0, Draft, Framing::Stream),
+    };
+    assert!(g.input(b"\x01\x04root\x02pw").is_empty());
+    assert_eq!(g.drain_bytes(), b"\x01\x00");
+
+    assert!(f.input(b"\x01\x01\x03bob\x01\x01\x04root").is_empty());
+    let (tx, ev) = f.drain();
+    assert_eq!(tx.concat(), b"\x01\x01\x00\x01\x01\x00");
+    assert_eq!(
+        ev,
+        vec![
+            Event::Applied(Mutation::RemoveUser { name: b(b"bob") }),
+            Event::Applied(Mutation::RemoveUser { name: b(b"root") }),
+        ]
+    );
+    assert_eq!(proxy.close_cause(), Some(CloseCause::UserRemoved));
+    assert_eq!(f.state.user_count(), 1);
+    // root's pipelined requests are no longer served.
+    assert!(g.input(b"\x00\x07\x01\x02\x00").is_empty());
+    assert_eq!(g.drain(), (vec![], vec![closed(CloseReason::UserRemoved)]));
+    assert!(f.state.settings().sniffing());
+}
+
+#[test]
+fn applied_events_carry_the_mutation() {
+    let mut f = Fx::authed(Final, Framing::Stream);
+    assert!(f.input(b"\x01\x01\x03bob\x01\x00\x01x\x01y\x01").is_empty());
+    let (tx, ev) = f.drain();
+    assert_eq!(tx.concat(), b"\x01\x01\x00\x01\x00\x00");
+    assert_eq!(
+        ev,
+        vec![
+            Event::Applied(Mutation::RemoveUser { name: b(b"bob") }),
+            Event::Applied(Mutation::AddUser {
+                name: b(b"x"),
+                password: b(b"y"),
+                privilege: Privilege::Admin
+            }),
+        ]
+    );
+}
+
+/// 100 requests of every kind, after the authentication, as one byte string, and the
+/// responses expected for them in order.
+fn pipeline() -> (Vec<u8>, usize) {
+    let reqs: [&[u8]; 10] = [
+        b"\x00\x07",
+        b"\x00\x11\x03bob",
+        b"\x01\x05\x03",
+        b"\x00\x09",
+        b"\x01\x00\x01z\x01z\x00",
+        b"\x00\x00",
+        b"\x01\x01\x01z",
+        b"\x00\x01",
+        b"\x01\x04\x00\x00\x10\x00",
+        b"\x00\x0a",
+    ];
+    let mut wire = AUTH.to_vec();
+    for i in 0..100 {
+        wire.extend_from_slice(reqs[i % reqs.len()]);
+    }
+    (wire, 100)
+}
+
+#[test]
+fn hundred_pipelined_requests_get_hundred_responses_in_order() {
+    for dialect in [Draft, Final] {
+        let (wire, n) = pipeline();
+        let mut f = fx(dialect, Framing::Message);
+        assert!(f.input(&wire).is_empty());
+        let (tx, _) = f.drain();
+        assert_eq!(tx.len(), n + 1);
+        assert_eq!(&tx[0][..], b"\x01\x00");
+        // Each response answers the request at the same position.
+        let mut reqs = BytesMut::from(&wire[AUTH.len()..]);
+        for (i, resp) in tx[1..].iter().enumerate() {
+            let req = AdminRequest::decode(&mut reqs).unwrap().unwrap();
+            let mut src = BytesMut::from(&resp[..]);
+            let decoded = AdminResponse::decode(&mut src, dialect, &req);
+            assert!(
+                matches!(decoded, Ok(Some(_))) && src.is_empty(),
+                "response {i} to {req:?}: {resp:02x?}"
+            );
+            if let AdminRequest::Modify(_) = req {
+                assert_eq!(resp[2], 0, "{req:?}");
+            }
+        }
+        assert!(reqs.is_empty());
+    }
+}
+
+/// Feeds `wire` in the given chunks, draining after each, and returns the transcript.
+fn transcript(dialect: Dialect, framing: Framing, chunks: &[&[u8]]) -> (Vec<u8>, Vec<Event>) {
+    let mut f = fx(dialect, framing);
+    let mut input = BytesMut::new();
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    for chunk in chunks {
+        input.extend_from_slice(chunk);
+        f.s.handle_input(f.t0, &mut input, &f.conn);
+        let (tx, ev) = f.drain();
+        out.extend(tx.concat());
+        events.extend(ev);
+    }
+    assert!(input.is_empty());
+    (out, events)
+}
+
+#[test]
+fn any_split_gives_the_same_output() {
+    for dialect in [Draft, Final] {
+        let (wire, _) = pipeline();
+        let whole = transcript(dialect, Framing::Stream, &[&wire]);
+        for i in 0..=wire.len() {
+            let (a, c) = wire.split_at(i);
+            assert_eq!(
+                transcript(dialect, Framing::Stream, &[a, c]),
+                whole,
+                "split at {i}"
+            );
+        }
+        let bytewise: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(transcript(dialect, Framing::Stream, &bytewise), whole);
+        // And the same for an unframable request at the end.
+        let mut bad = wire.clone();
+        bad.extend_from_slice(b"\x00\x0c\x00\x07");
+        let whole = transcript(dialect, Framing::Stream, &[&bad]);
+        assert!(whole.0.ends_with(b"\x00\xff"));
+        for i in 0..=bad.len() {
+            let (a, c) = bad.split_at(i);
+            assert_eq!(transcript(dialect, Framing::Stream, &[a, c]), whole);
+        }
+    }
+}
+
+#[test]
+fn unknown_type_and_command_on_a_stream_close_after_the_error() {
+    for (bad, answer, err) in [
+        (
+            &b"\x07\x00"[..],
+            &b"\xff\xff"[..],
+            DecodeError::UnknownType(7),
+        ),
+        (
+            b"\x00\x0c",
+            b"\x00\xff",
+            DecodeError::UnknownCommand { ty: 0, cmd: 0x0c },
+        ),
+        (
+            b"\x01\x09",
+            b"\x01\xff",
+            DecodeError::UnknownCommand { ty: 1, cmd: 9 },
+        ),
+    ] {
+        let mut f = Fx::authed(Final, Framing::Stream);
+        let mut wire = b"\x00\x07\x01\x05\x03".to_vec();
+        wire.extend_from_slice(bad);
+        wire.extend_from_slice(b"\x00\x07"); // never answered
+                                             // Closed waits for the responses even if events are polled first.
+        let mut input = BytesMut::from(&wire[..]);
+        f.s.handle_input(f.t0, &mut input, &f.conn);
+        assert!(input.is_empty());
+        assert_eq!(
+            f.s.poll_event(),
+            Some(Event::Applied(Mutation::SetSelectorTimeout(3)))
+        );
+        assert_eq!(
+            f.s.poll_event(),
+            None,
+            "Closed only after the last response"
+        );
+        let (tx, ev) = f.drain();
+        let mut expected = b"\x00\x07\x02\x01\x05\x00".to_vec();
+        expected.extend_from_slice(answer);
+        assert_eq!(tx.concat(), expected);
+        assert_eq!(
+            ev,
+            vec![closed(CloseReason::Peer(ProtocolError::Decode(err)))]
+        );
+        assert!(f.s.is_closed());
+    }
+}
+
+#[test]
+fn unknown_type_and_command_on_sctp_discard_the_rest_of_the_message() {
+    for (bad, answer) in [
+        (&b"\xff\xff\x00\x07"[..], &b"\xff\xff"[..]),
+        (b"\x00\xfe\x00\x07", b"\x00\xff"),
+        (b"\x01\x07\x01\x05\x03", b"\x01\xff"),
+    ] {
+        let mut f = Fx::authed(Draft, Framing::Message);
+        let mut input = BytesMut::new();
+        // Message 1: a good request, the bad one, and bytes that must be discarded.
+        input.extend_from_slice(b"\x00\x09");
+        input.extend_from_slice(bad);
+        f.s.handle_input(f.t0, &mut input, &f.conn);
+        // Discarding goes on in the same message, even across reads.
+        input.extend_from_slice(b"\x00\x07");
+        f.s.handle_input(f.t0, &mut input, &f.conn);
+        f.s.handle_end_of_message(f.t0, &mut input);
+        assert!(input.is_empty());
+        // Message 2 is served.
+        input.extend_from_slice(b"\x00\x07");
+        f.s.handle_input(f.t0, &mut input, &f.conn);
+        f.s.handle_end_of_message(f.t0, &mut input);
+        let (tx, ev) = f.drain();
+        let tx: Vec<&[u8]> = tx.iter().map(|b| &b[..]).collect();
+        assert_eq!(tx, [&b"\x00\x09\x05"[..], answer, b"\x00\x07\x02"]);
+        assert_eq!(ev, vec![]);
+        assert_eq!(f.state.settings().selector_timeout(), 5);
+        assert!(!f.s.is_closed());
+    }
+}
+
+#[test]
+fn sctp_message_ending_inside_a_request_drops_it() {
+    let mut f = Fx::authed(Final, Framing::Message);
+    let mut input = BytesMut::from(&b"\x00\x07\x01\x00\x04carl"[..]);
+    f.s.handle_input(f.t0, &mut input, &f.conn);
+    assert_eq!(&input[..], b"\x01\x00\x04carl", "partial tail waits");
+    f.s.handle_end_of_message(f.t0, &mut input);
+    assert!(input.is_empty(), "the message ended: the request was cut");
+    input.extend_from_slice(b"\x00\x07");
+    f.s.handle_input(f.t0, &mut input, &f.conn);
+    let (tx, _) = f.drain();
+    assert_eq!(tx, vec![b(b"\x00\x07\x02"), b(b"\x00\x07\x02")]);
+    assert_eq!(f.state.user_count(), 2);
+}
+
+#[test]
+fn back_pressure_stops_consuming_and_resumes() {
+    for framing in [Framing::Stream, Framing::Message] {
+        let mut f = Fx::authed(Final, framing);
+        for i in 0..200 {
+            add(
+                &f.state,
+                &format!("user-with-a-longish-name-{i:03}"),
+                "pw",
+                Privilege::User,
+            );
+        }
+        let one = f.ask(b"\x00\x00").len();
+        assert!(one > 5000 && one < AdminSession::HIGH_WATER);
+        let n = 40;
+        let mut input = BytesMut::from(&b"\x00\x00".repeat(n)[..]);
+        if framing == Framing::Message {
+            f.s.handle_input(f.t0, &mut input, &f.conn);
+            f.s.handle_end_of_message(f.t0, &mut input);
+        } else {
+            f.s.handle_input(f.t0, &mut input, &f.conn);
+        }
+        let first = input.len();
+        assert!(first > 0, "stopped before consuming everything");
+        let mut responses = f.drain().0;
+        let mut rounds = 1;
+        while !input.is_empty() {
+            let before = input.len();
+            f.s.handle_input(f.t0, &mut input, &f.conn);
+            assert!(input.len() < before, "progress after draining");
+            responses.extend(f.drain().0);
+            rounds += 1;
+        }
+        assert!(rounds > 1);
+        let total: usize = responses.iter().map(Bytes::len).sum();
+        assert_eq!(total, n * one);
+        if framing == Framing::Message {
+            assert_eq!(responses.len(), n);
+        }
+        // The message boundary was kept: a new message is served normally.
+        input.extend_from_slice(b"\x00\x07");
+        f.s.handle_input(f.t0, &mut input, &f.conn);
+        assert_eq!(f.drain_bytes(), b"\x00\x07\xca");
+    }
+}
+
+#[test]
+fn eof_closes_after_the_responses() {
+    let mut f = Fx::authed(Draft, Framing::Stream);
+    let rest = f.input(b"\x00\x07\x00");
+    assert_eq!(&rest[..], b"\x00");
+    f.s.handle_eof(f.t0);
+    assert_eq!(f.s.poll_event(), None, "responses first");
+    let (tx, ev) = f.drain();
+    assert_eq!(tx.concat(), b"\x00\x07\x02");
+    assert_eq!(ev, vec![closed(CloseReason::PeerEof)]);
+    // Before authentication.
+    let mut g = fx(Draft, Framing::Stream);
+    g.s.handle_eof(g.t0);
+    assert_eq!(g.drain(), (vec![], vec![closed(CloseReason::PeerEof)]));
+    assert_eq!(g.s.poll_timeout(), None);
+}
+
+#[test]
+fn input_marks_the_connection_active() {
+    let mut f = Fx::authed(Draft, Framing::Stream);
+    let later = f.t0 + Duration::from_secs(119);
+    let mut input = BytesMut::from(&b"\x00\x07"[..]);
+    f.s.handle_input(later, &mut input, &f.conn);
+    assert_eq!(f.state.sweep(f.t0 + Duration::from_secs(120)), 0);
+    assert_eq!(f.state.sweep(later + Duration::from_secs(120)), 1);
+}

@@ -1,0 +1,117 @@
+//! Options shared by every transport.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use socks5d_core::admin::Dialect;
+
+/// Which transport the admin listener uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminTransport {
+    /// SCTP; if the kernel has no SCTP (`EPROTONOSUPPORT`), warn and use TCP on the same
+    /// address and port.
+    #[default]
+    Auto,
+    /// SCTP only: fail if the kernel has no SCTP.
+    Sctp,
+    /// TCP only.
+    Tcp,
+}
+
+impl AdminTransport {
+    /// Returns the name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Sctp => "sctp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for AdminTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not `auto`, `sctp` or `tcp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseAdminTransportError;
+
+impl fmt::Display for ParseAdminTransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected one of: auto, sctp, tcp")
+    }
+}
+
+impl std::error::Error for ParseAdminTransportError {}
+
+impl FromStr for AdminTransport {
+    type Err = ParseAdminTransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "sctp" => Ok(Self::Sctp),
+            "tcp" => Ok(Self::Tcp),
+            _ => Err(ParseAdminTransportError),
+        }
+    }
+}
+
+/// How a transport serves its listeners. The settings an administrator can change at run time
+/// (buffer size, timeouts, sniffing, clean-up) live in `socks5d_core::state::State`, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Admin protocol dialect.
+    pub dialect: Dialect,
+    /// Admin listener transport (used by [`crate::bind_admin`]).
+    pub admin_transport: AdminTransport,
+    /// At most this many SOCKS client connections at once; further clients wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// At most this many admin connections at once.
+    pub max_admin_connections: usize,
+    /// Time allowed for each outgoing connection attempt (one per resolved address).
+    pub connect_timeout: Duration,
+    /// On shutdown, how long to wait for open connections to finish closing.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            dialect: Dialect::Draft,
+            admin_transport: AdminTransport::Auto,
+            max_connections: 1024,
+            max_admin_connections: 16,
+            connect_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_transport_parses() {
+        assert_eq!("auto".parse(), Ok(AdminTransport::Auto));
+        assert_eq!("SCTP".parse(), Ok(AdminTransport::Sctp));
+        assert_eq!("tcp".parse(), Ok(AdminTransport::Tcp));
+        assert_eq!(
+            "udp".parse::<AdminTransport>(),
+            Err(ParseAdminTransportError)
+        );
+        for t in [
+            AdminTransport::Auto,
+            AdminTransport::Sctp,
+            AdminTransport::Tcp,
+        ] {
+            assert_eq!(t.to_string().parse(), Ok(t));
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Starts an in-process socks5d on a background thread, on loopback ports chosen by the
+//! kernel, with the runtime under test. Scenarios take a [`Runtime`] so each is written once.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
+use socks5d_net::{AdminTransport, LogSink, ServerOptions};
+
+/// The transport runtimes a scenario can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `socks5d-tokio` on a multi-threaded tokio runtime.
+    Tokio,
+}
+
+impl Runtime {
+    /// Every runtime, for loops that instantiate scenarios.
+    pub const ALL: &'static [Self] = &[Self::Tokio];
+}
+
+/// Collects log lines in memory.
+#[derive(Debug, Default)]
+pub struct MemoryLog {
+    access: Mutex<Vec<String>>,
+    credentials: Mutex<Vec<String>>,
+}
+
+impl MemoryLog {
+    /// Returns the access lines so far.
+    pub fn access(&self) -> Vec<String> {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Returns the credential lines so far.
+    pub fn credentials(&self) -> Vec<String> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl LogSink for MemoryLog {
+    fn access(&self, line: &str) {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line.to_owned());
+    }
+
+    fn credential(&self, line: &str) {
+        self.credentials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line.to_owned());
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Initial settings.
+    pub config: Config,
+    /// Server options (`admin_transport` picks the admin listener).
+    pub options: ServerOptions,
+    /// Users to add before serving: name, password, privilege.
+    pub users: Vec<(&'static str, &'static str, Privilege)>,
+    /// Bind the SOCKS listener here (port 0 for any).
+    pub socks_addr: SocketAddr,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            options: ServerOptions {
+                admin_transport: AdminTransport::Tcp,
+                connect_timeout: Duration::from_secs(5),
+                shutdown_grace: Duration::from_secs(1),
+                ..ServerOptions::default()
+            },
+            users: vec![
+                ("admin", "adminpw", Privilege::Admin),
+                ("alice", "secret", Privilege::User),
+            ],
+            socks_addr: "127.0.0.1:0".parse().expect("literal"),
+        }
+    }
+}
+
+/// A running server. Dropping it shuts it down and waits for its thread.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The SOCKS listener's address.
+    pub socks: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    /// The admin transport in use (`Tcp` or `Sctp`).
+    pub admin_transport: AdminTransport,
+    /// The shared state the server administers.
+    pub state: Arc<State>,
+    /// Access and credential lines written by the server.
+    pub log: Arc<MemoryLog>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `setup` on `runtime`.
+    ///
+    /// # Panics
+    ///
+    /// If a user cannot be added or a listener cannot be bound (the error is in the message).
+    pub fn start(runtime: Runtime, setup: Setup) -> Self {
+        let state = Arc::new(State::new(Instant::now(), &setup.config));
+        for (name, password, privilege) in &setup.users {
+            let m = Mutation::AddUser {
+                name: Bytes::from_static(name.as_bytes()),
+                password: Bytes::from_static(password.as_bytes()),
+                privilege: *privilege,
+            };
+            assert_eq!(state.apply(None, &m), Outcome::Applied, "adding {name}");
+        }
+        let log = Arc::new(MemoryLog::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = match runtime {
+            Runtime::Tokio => {
+                let state = state.clone();
+                let log: Arc<dyn LogSink> = log.clone();
+                std::thread::Builder::new()
+                    .name("socks5d-tokio".into())
+                    .spawn(move || run_tokio(setup, state, log, stop_rx, ready_tx))
+                    .expect("spawn server thread")
+            }
+        };
+        let (socks, admin, admin_transport) = match ready_rx.recv() {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => panic!("server did not start: {e}"),
+            Err(_) => panic!("server thread died before starting"),
+        };
+        Self {
+            socks,
+            admin,
+            admin_transport,
+            state,
+            log,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the server down (as SIGTERM would) and waits for it to finish.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+type Ready = Result<(SocketAddr, SocketAddr, AdminTransport), String>;
+
+fn run_tokio(
+    setup: Setup,
+    state: Arc<State>,
+    log: Arc<dyn LogSink>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    ready: mpsc::Sender<Ready>,
+) {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
+        let listeners = match socks5d_tokio::Listeners::bind(
+            setup.socks_addr,
+            admin_addr,
+            setup.options.admin_transport,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let addrs = (|| {
+            Ok::<_, std::io::Error>((
+                listeners.socks.local_addr()?,
+                listeners.admin.local_addr()?,
+                listeners.admin.transport(),
+            ))
+        })()
+        .map_err(|e| e.to_string());
+        let _ = ready.send(addrs);
+        let shared = socks5d_tokio::Shared::new(state, setup.options).with_log(log);
+        socks5d_tokio::run(listeners, shared, async {
+            let _ = stop.await;
+        })
+        .await;
+    });
+}

@@ -1,0 +1,197 @@
+//! The admin protocol over SCTP, end to end. The development and CI kernels have no SCTP, so
+//! these are ignored by default and run under a kernel that has it:
+//!
+//! ```text
+//! cargo test -p socks5d-tests --no-run
+//! ../shared/sctp-vm/run --timeout 300 -- cargo test -p socks5d-tests --test sctp -- --ignored
+//! ```
+//!
+//! Run with `--ignored` on a kernel without SCTP they fail (never skip): the server cannot
+//! bind its SCTP listener, and the tests say so.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use socket2::Socket;
+use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Modify, ModifyCmd, Query, ValueCmd};
+use socks5d_core::admin::Dialect;
+use socks5d_net::{sctp, AdminTransport, ServerOptions};
+use socks5d_tests::harness::{Runtime, Setup, TestServer};
+use socks5d_tests::peers;
+
+const IGNORE: &str = "needs kernel SCTP: run under ../shared/sctp-vm/run";
+
+fn start(rt: Runtime, transport: AdminTransport) -> TestServer {
+    let setup = Setup {
+        options: ServerOptions {
+            admin_transport: transport,
+            ..Setup::default().options
+        },
+        ..Setup::default()
+    };
+    TestServer::start(rt, setup)
+}
+
+/// A blocking SCTP admin client that sees message boundaries.
+struct SctpClient {
+    s: Socket,
+}
+
+impl SctpClient {
+    fn connect(addr: SocketAddr) -> Self {
+        let s = sctp::socket(addr).unwrap_or_else(|e| panic!("no SCTP socket ({e}): {IGNORE}"));
+        s.set_nonblocking(false).unwrap();
+        s.connect(&addr.into()).expect("SCTP connect");
+        s.set_read_timeout(Some(peers::IO_TIMEOUT)).unwrap();
+        Self { s }
+    }
+
+    fn send(&self, msg: &[u8]) {
+        sctp::send_msg(&self.s, msg).expect("send");
+    }
+
+    /// Receives one whole message.
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        loop {
+            let r = sctp::recv_msg(&self.s, &mut buf, 65536).expect("recv");
+            assert_ne!(r.len, 0, "server closed the association");
+            if r.end_of_message {
+                return buf.to_vec();
+            }
+        }
+    }
+
+    fn recv_response(&self, req: &AdminRequest) -> AdminResponse {
+        let msg = self.recv();
+        let mut b = BytesMut::from(&msg[..]);
+        let resp = AdminResponse::decode(&mut b, Dialect::Draft, req)
+            .expect("decodes")
+            .expect("complete");
+        assert!(b.is_empty(), "one response per SCTP message, got {msg:?}");
+        resp
+    }
+}
+
+fn encode(reqs: &[AdminRequest]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    for r in reqs {
+        r.encode(&mut b);
+    }
+    b.to_vec()
+}
+
+fn admin_over_sctp(rt: Runtime) {
+    let srv = start(rt, AdminTransport::Sctp);
+    assert_eq!(srv.admin_transport, AdminTransport::Sctp);
+    let c = SctpClient::connect(srv.admin);
+    c.send(&peers::userpass("admin", "adminpw"));
+    assert_eq!(c.recv(), [0x01, 0x00]);
+
+    // Two requests in one message: two responses, each its own message.
+    let reqs = [
+        AdminRequest::Query(Query::UserCount),
+        AdminRequest::Modify(Modify::SetConnectionTimeout(33)),
+    ];
+    c.send(&encode(&reqs));
+    assert_eq!(
+        c.recv_response(&reqs[0]),
+        AdminResponse::Value {
+            cmd: ValueCmd::UserCount,
+            value: 2
+        }
+    );
+    assert_eq!(
+        c.recv_response(&reqs[1]),
+        AdminResponse::Status {
+            cmd: ModifyCmd::SetConnectionTimeout,
+            status: 0
+        }
+    );
+    assert_eq!(srv.state.settings().connection_timeout(), 33);
+
+    // An unknown CMD cannot be framed: the rest of its message is discarded, and the next
+    // message is served (PROTOCOL.md, "Requests").
+    let mut bad = vec![0x00, 0x7F];
+    bad.extend(encode(&[AdminRequest::Modify(Modify::SetBufferSize(999))]));
+    c.send(&bad);
+    assert_eq!(c.recv(), [0x00, 0xFF]);
+    let add = AdminRequest::Modify(Modify::AddUser {
+        name: Bytes::from_static(b"dave"),
+        password: Bytes::from_static(b"pw"),
+        privilege: 0,
+    });
+    c.send(&encode(std::slice::from_ref(&add)));
+    assert_eq!(
+        c.recv_response(&add),
+        AdminResponse::Status {
+            cmd: ModifyCmd::AddUser,
+            status: 0
+        }
+    );
+    assert_ne!(
+        srv.state.settings().buffer_size(),
+        999,
+        "discarded request was applied"
+    );
+    assert_eq!(srv.state.user_count(), 3);
+
+    // A request split over two messages is discarded, not joined.
+    c.send(&[0x00]);
+    c.send(&encode(&[AdminRequest::Query(Query::SelectorTimeout)]));
+    assert_eq!(
+        c.recv_response(&AdminRequest::Query(Query::SelectorTimeout)),
+        AdminResponse::Value {
+            cmd: ValueCmd::SelectorTimeout,
+            value: 5
+        }
+    );
+}
+
+fn auto_uses_sctp_when_the_kernel_has_it(rt: Runtime) {
+    let srv = start(rt, AdminTransport::Auto);
+    assert_eq!(
+        srv.admin_transport,
+        AdminTransport::Sctp,
+        "fell back to TCP: {IGNORE}"
+    );
+    let c = SctpClient::connect(srv.admin);
+    c.send(&peers::userpass("admin", "wrong"));
+    assert_eq!(c.recv(), [0x01, 0x01]);
+}
+
+fn shutdown_closes_sctp_sessions(rt: Runtime) {
+    let srv = start(rt, AdminTransport::Sctp);
+    let c = SctpClient::connect(srv.admin);
+    c.send(&peers::userpass("admin", "adminpw"));
+    assert_eq!(c.recv(), [0x01, 0x00]);
+    srv.shutdown();
+    let mut buf = BytesMut::new();
+    let r = sctp::recv_msg(&c.s, &mut buf, 1024);
+    assert!(
+        matches!(r, Ok(ref r) if r.len == 0)
+            || r.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "association still open after shutdown"
+    );
+}
+
+macro_rules! per_runtime {
+    ($runtime:ident: $($scenario:ident),* $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $runtime {
+            $(
+                #[test]
+                #[ignore = "needs kernel SCTP: run under ../shared/sctp-vm/run"]
+                fn $scenario() {
+                    super::$scenario(socks5d_tests::harness::Runtime::$runtime);
+                }
+            )*
+        }
+    };
+}
+
+per_runtime!(Tokio:
+    admin_over_sctp,
+    auto_uses_sctp_when_the_kernel_has_it,
+    shutdown_closes_sctp_sessions,
+);

@@ -1,0 +1,134 @@
+//! SCTP one-to-one sockets on tokio: the socket2 sockets of `socks5d_net::sctp` in an
+//! [`AsyncFd`]. All socket work is done by `socks5d_net::sctp`; this file only waits.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use socket2::Socket;
+use socks5d_net::sctp::{self, Received};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Registers `s` with the reactor. Must be called inside a tokio runtime.
+fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: a `Socket` owns its descriptor: it is valid and open until the `Socket` is
+    // dropped, which happens only when the `AsyncFd` (its only owner) is dropped, and
+    // `as_raw_fd` always returns that same descriptor.
+    Ok(unsafe { AsyncFd::register(s) }?)
+}
+
+/// A listening one-to-one SCTP socket.
+#[derive(Debug)]
+pub struct SctpListener {
+    fd: AsyncFd<Socket>,
+}
+
+impl SctpListener {
+    /// Binds `addr`.
+    ///
+    /// # Errors
+    ///
+    /// As `socks5d_net::sctp::listen` (`EPROTONOSUPPORT` without kernel SCTP).
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::from_socket(sctp::listen(addr, socks5d_net::listen::BACKLOG)?)
+    }
+
+    /// Adopts a non-blocking listening socket. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// If the socket cannot be registered with the reactor.
+    pub fn from_socket(s: Socket) -> io::Result<Self> {
+        s.set_nonblocking(true)?;
+        Ok(Self { fd: register(s)? })
+    }
+
+    /// Returns the bound address.
+    ///
+    /// # Errors
+    ///
+    /// The error of `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd
+            .get_ref()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP address"))
+    }
+
+    /// Accepts one association. Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// The error of `accept`.
+    pub async fn accept(&self) -> io::Result<(SctpStream, SocketAddr)> {
+        let (s, peer) = self.fd.async_io(Interest::READABLE, sctp::accept).await?;
+        Ok((SctpStream { fd: register(s)? }, peer))
+    }
+}
+
+/// A connected one-to-one SCTP socket that keeps message boundaries.
+#[derive(Debug)]
+pub struct SctpStream {
+    fd: AsyncFd<Socket>,
+}
+
+impl SctpStream {
+    /// Connects to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `EPROTONOSUPPORT` without kernel SCTP, or the connect's error.
+    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let fd = register(sctp::start_connect(addr)?)?;
+        let _ = fd.writable().await?;
+        sctp::take_connect_result(fd.get_ref())?;
+        Ok(Self { fd })
+    }
+
+    /// Receives up to `max` bytes into `buf` and reports whether they end a message.
+    /// `len == 0` is end of stream. Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// The error of `recvmsg`.
+    pub async fn recv_msg(&self, buf: &mut BytesMut, max: usize) -> io::Result<Received> {
+        self.fd
+            .async_io(Interest::READABLE, |s| sctp::recv_msg(s, buf, max))
+            .await
+    }
+
+    /// Sends `data` as one message.
+    ///
+    /// # Errors
+    ///
+    /// The error of `send`.
+    pub async fn send_msg(&self, data: &[u8]) -> io::Result<()> {
+        self.fd
+            .async_io(Interest::WRITABLE, |s| sctp::send_msg(s, data))
+            .await
+    }
+
+    /// Shuts down the sending side (SCTP SHUTDOWN once queued data is delivered).
+    ///
+    /// # Errors
+    ///
+    /// The error of `shutdown`.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.fd.get_ref().shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Returns the peer's address.
+    ///
+    /// # Errors
+    ///
+    /// The error of `getpeername`.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.fd
+            .get_ref()
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP address"))
+    }
+}
