@@ -24,8 +24,13 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 
+use crate::admin::msg::{
+    AdminRequest, AdminResponse, ListedUser, Modify, ModifyCmd, Query, RequestType, ValueCmd,
+};
+use crate::admin::{self, AdminSession, Dialect, Framing};
 use crate::codec::{UserPassReply, UserPassRequest};
 use crate::error::{CloseReason, DecodeError};
+use crate::sniff::{Credential, Sniffer, MAX_QUEUED};
 use crate::socks5::{
     self, Greeting, Method, MethodSelection, ReplyCode, Request, Socks5Handshake, TargetAddr,
 };
@@ -35,19 +40,19 @@ use crate::state::{Config, ConnKind, Mutation, Privilege, State, HANDSHAKE_TIMEO
 // Parsers
 // ---------------------------------------------------------------------------------------------
 
-type DecodeFn<M> = fn(&mut BytesMut) -> Result<Option<M>, DecodeError>;
-type CheckFn = fn(&[u8]) -> Result<Option<usize>, DecodeError>;
+type DecodeFn<'f, M> = &'f dyn Fn(&mut BytesMut) -> Result<Option<M>, DecodeError>;
+type CheckFn<'f> = &'f dyn Fn(&[u8]) -> Result<Option<usize>, DecodeError>;
 
 /// One message type under test: how to decode, encode and frame it, and its longest encoding.
-struct Codec<M> {
+struct Codec<'f, M> {
     name: &'static str,
-    decode: DecodeFn<M>,
-    encode: fn(&M, &mut BytesMut),
-    check: Option<CheckFn>,
+    decode: DecodeFn<'f, M>,
+    encode: &'f dyn Fn(&M, &mut BytesMut),
+    check: Option<CheckFn<'f>>,
     max_len: usize,
 }
 
-impl<M: PartialEq + std::fmt::Debug> Codec<M> {
+impl<M: PartialEq + std::fmt::Debug> Codec<'_, M> {
     /// Decodes `data` and checks everything the module docs promise for parsers.
     fn check_bytes(&self, data: &[u8]) {
         let name = self.name;
@@ -97,7 +102,9 @@ impl<M: PartialEq + std::fmt::Debug> Codec<M> {
             "{name}: {msg:?} must re-encode to its bytes"
         );
         self.check_value(&msg);
-        for i in 0..consumed {
+        // Every strict prefix (a sample of them for long messages: a user list can be 64 KiB).
+        let stride = consumed / 512 + 1;
+        for i in (0..consumed).step_by(stride) {
             let mut prefix = BytesMut::from(&frame[..i]);
             assert_eq!(
                 (self.decode)(&mut prefix),
@@ -138,7 +145,7 @@ impl<M: PartialEq + std::fmt::Debug> Codec<M> {
 /// Reads the start of `data` as an arbitrary `M` (with the same input the byte-level checks
 /// use) and checks it round-trips.
 fn check_arbitrary<'a, M: Arbitrary<'a> + PartialEq + std::fmt::Debug>(
-    codec: &Codec<M>,
+    codec: &Codec<'_, M>,
     data: &'a [u8],
 ) {
     if let Ok(msg) = M::arbitrary(&mut Unstructured::new(data)) {
@@ -146,62 +153,62 @@ fn check_arbitrary<'a, M: Arbitrary<'a> + PartialEq + std::fmt::Debug>(
     }
 }
 
-fn greeting_codec() -> Codec<Greeting> {
+fn greeting_codec() -> Codec<'static, Greeting> {
     Codec {
         name: "Greeting",
-        decode: Greeting::decode,
-        encode: |m, b| m.encode(b),
-        check: Some(Greeting::check),
+        decode: &Greeting::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&Greeting::check),
         max_len: Greeting::MAX_LEN,
     }
 }
 
-fn method_selection_codec() -> Codec<MethodSelection> {
+fn method_selection_codec() -> Codec<'static, MethodSelection> {
     Codec {
         name: "MethodSelection",
-        decode: MethodSelection::decode,
-        encode: |m, b| m.encode(b),
-        check: Some(MethodSelection::check),
+        decode: &MethodSelection::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&MethodSelection::check),
         max_len: MethodSelection::LEN,
     }
 }
 
-fn userpass_codec() -> Codec<UserPassRequest> {
+fn userpass_codec() -> Codec<'static, UserPassRequest> {
     Codec {
         name: "UserPassRequest",
-        decode: UserPassRequest::decode,
-        encode: |m, b| m.encode(b),
-        check: Some(UserPassRequest::check),
+        decode: &UserPassRequest::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&UserPassRequest::check),
         max_len: UserPassRequest::MAX_LEN,
     }
 }
 
-fn userpass_reply_codec() -> Codec<UserPassReply> {
+fn userpass_reply_codec() -> Codec<'static, UserPassReply> {
     Codec {
         name: "UserPassReply",
-        decode: UserPassReply::decode,
-        encode: |m, b| m.encode(b),
+        decode: &UserPassReply::decode,
+        encode: &|m, b| m.encode(b),
         check: None,
         max_len: UserPassReply::LEN,
     }
 }
 
-fn request_codec() -> Codec<Request> {
+fn request_codec() -> Codec<'static, Request> {
     Codec {
         name: "Request",
-        decode: Request::decode,
-        encode: |m, b| m.encode(b),
-        check: Some(Request::check),
+        decode: &Request::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&Request::check),
         max_len: Request::MAX_LEN,
     }
 }
 
-fn reply_codec() -> Codec<socks5::Reply> {
+fn reply_codec() -> Codec<'static, socks5::Reply> {
     Codec {
         name: "Reply",
-        decode: socks5::Reply::decode,
-        encode: |m, b| m.encode(b),
-        check: Some(socks5::Reply::check),
+        decode: &socks5::Reply::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&socks5::Reply::check),
         max_len: socks5::Reply::MAX_LEN,
     }
 }
@@ -736,4 +743,745 @@ pub fn socks5_session(data: &[u8]) {
     if plain {
         assert_eq!(timed, frozen, "the clock and no actions must not matter");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin protocol: messages
+// ---------------------------------------------------------------------------------------------
+
+fn dialect_of(bit: u8) -> Dialect {
+    if bit & 1 == 0 {
+        Dialect::Draft
+    } else {
+        Dialect::Final
+    }
+}
+
+fn admin_request_codec() -> Codec<'static, AdminRequest> {
+    Codec {
+        name: "AdminRequest",
+        decode: &AdminRequest::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&AdminRequest::check),
+        max_len: AdminRequest::MAX_LEN,
+    }
+}
+
+/// Returns a request that `resp` can answer (any, for the error replies).
+fn request_answered_by(resp: &AdminResponse) -> AdminRequest {
+    match resp {
+        AdminResponse::Users(_) => AdminRequest::Query(Query::ListUsers),
+        AdminResponse::Value { cmd, .. } => AdminRequest::Query(match cmd {
+            ValueCmd::HistoricConnections => Query::HistoricConnections,
+            ValueCmd::CurrentConnections => Query::CurrentConnections,
+            ValueCmd::MaxConcurrentConnections => Query::MaxConcurrentConnections,
+            ValueCmd::BytesSent => Query::BytesSent,
+            ValueCmd::BytesReceived => Query::BytesReceived,
+            ValueCmd::UsersConnected => Query::UsersConnected,
+            ValueCmd::UserCount => Query::UserCount,
+            ValueCmd::BufferSize => Query::BufferSize,
+            ValueCmd::SelectorTimeout => Query::SelectorTimeout,
+            ValueCmd::ConnectionTimeout(d) => Query::ConnectionTimeout(*d),
+            ValueCmd::UserConnections(d) => Query::UserConnections {
+                cmd: *d,
+                name: Bytes::from_static(b"u"),
+            },
+        }),
+        AdminResponse::Status { cmd, .. } => AdminRequest::Modify(match cmd {
+            ModifyCmd::AddUser => Modify::AddUser {
+                name: Bytes::from_static(b"u"),
+                password: Bytes::from_static(b"p"),
+                privilege: 0,
+            },
+            ModifyCmd::RemoveUser => Modify::RemoveUser {
+                name: Bytes::from_static(b"u"),
+            },
+            ModifyCmd::SetSniffing => Modify::SetSniffing(1),
+            ModifyCmd::SetCleanup => Modify::SetCleanup(1),
+            ModifyCmd::SetBufferSize => Modify::SetBufferSize(50),
+            ModifyCmd::SetSelectorTimeout => Modify::SetSelectorTimeout(1),
+            ModifyCmd::SetConnectionTimeout => Modify::SetConnectionTimeout(1),
+        }),
+        AdminResponse::InvalidType
+        | AdminResponse::InvalidCommand { .. }
+        | AdminResponse::QueryError { .. } => AdminRequest::Query(Query::UserCount),
+    }
+}
+
+/// Returns what `resp` decodes as after being encoded in `dialect`: values saturate to their
+/// field, user lists stop at 255 entries and carry a privilege in the final dialect only.
+fn admin_response_on_wire(resp: &AdminResponse, dialect: Dialect) -> AdminResponse {
+    match resp {
+        AdminResponse::Value { cmd, value } => {
+            let width = cmd.width(dialect);
+            let max = if width == 8 {
+                u64::MAX
+            } else {
+                (1 << (8 * width)) - 1
+            };
+            AdminResponse::Value {
+                cmd: *cmd,
+                value: (*value).min(max),
+            }
+        }
+        AdminResponse::Users(users) => AdminResponse::Users(
+            users
+                .iter()
+                .take(255)
+                .map(|u| ListedUser {
+                    name: u.name.clone(),
+                    privilege: match dialect {
+                        Dialect::Draft => None,
+                        Dialect::Final => Some(u.privilege.unwrap_or(Privilege::User)),
+                    },
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Fuzz body `admin_request`: admin requests, and responses in the dialect chosen by bit 0 of
+/// the first byte. The rest of the input is decoded as a request; the bytes after that request
+/// as its response. The input read as an arbitrary request and an arbitrary response must
+/// round-trip (responses as they look on the wire: saturated, see `admin_response_on_wire`).
+pub fn admin_request(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let dialect = dialect_of(sel);
+    let q = admin_request_codec();
+    q.check_bytes(rest);
+    check_arbitrary(&q, rest);
+
+    let mut src = BytesMut::from(rest);
+    if let Ok(Some(req)) = AdminRequest::decode(&mut src) {
+        let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+        let encode = |m: &AdminResponse, b: &mut BytesMut| m.encode(dialect, b);
+        let check = |b: &[u8]| AdminResponse::check(b, dialect, &req);
+        let r = Codec {
+            name: "AdminResponse",
+            decode: &decode,
+            encode: &encode,
+            check: Some(&check),
+            max_len: AdminResponse::MAX_LEN,
+        };
+        r.check_bytes(&src);
+    }
+
+    if let Ok(resp) = AdminResponse::arbitrary(&mut Unstructured::new(rest)) {
+        let req = request_answered_by(&resp);
+        let mut enc = BytesMut::new();
+        resp.encode(dialect, &mut enc);
+        assert!(enc.len() <= AdminResponse::MAX_LEN);
+        let n = enc.len();
+        enc.extend_from_slice(b"\x00");
+        assert_eq!(AdminResponse::check(&enc, dialect, &req), Ok(Some(n)));
+        assert_eq!(
+            AdminResponse::decode(&mut enc, dialect, &req),
+            Ok(Some(admin_response_on_wire(&resp, dialect))),
+            "{resp:?} in {dialect:?}"
+        );
+        assert_eq!(&enc[..], b"\x00");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin protocol: session
+// ---------------------------------------------------------------------------------------------
+
+/// What an [`AdminSession`] did over a whole script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AdminTranscript {
+    /// Every byte sent.
+    out: Vec<u8>,
+    /// [`Framing::Message`]: each polled item (one SCTP message each). Empty for streams,
+    /// where the grouping of bytes into items carries no meaning.
+    items: Vec<Vec<u8>>,
+    events: Vec<admin::Event>,
+    unread: Vec<u8>,
+}
+
+/// Drives one [`AdminSession`] and checks its per-call invariants.
+struct AdminDriver {
+    s: AdminSession,
+    state: Arc<State>,
+    conn: crate::state::Connection,
+    framing: Framing,
+    input: BytesMut,
+    t: AdminTranscript,
+    t0: Instant,
+}
+
+impl AdminDriver {
+    fn new(dialect: Dialect, framing: Framing) -> Self {
+        let t0 = epoch();
+        let state = script_state(false);
+        let conn = state.open(ConnKind::Admin, t0);
+        Self {
+            s: AdminSession::new(t0, dialect, framing),
+            state,
+            conn,
+            framing,
+            input: BytesMut::new(),
+            t: AdminTranscript {
+                out: Vec::new(),
+                items: Vec::new(),
+                events: Vec::new(),
+                unread: Vec::new(),
+            },
+            t0,
+        }
+    }
+
+    fn closed_event(&self) -> bool {
+        self.t
+            .events
+            .iter()
+            .any(|e| matches!(e, admin::Event::Closed { .. }))
+    }
+
+    /// Drains outputs and checks what holds after every call.
+    fn drain(&mut self) {
+        let was_closed = self.closed_event();
+        let mut polled = 0;
+        while let Some(b) = self.s.poll_transmit() {
+            assert!(!b.is_empty(), "poll_transmit returned empty bytes");
+            assert!(!was_closed, "bytes after Closed");
+            polled += b.len();
+            self.t.out.extend_from_slice(&b);
+            if self.framing == Framing::Message {
+                self.t.items.push(b.to_vec());
+            }
+        }
+        // Back-pressure bounds what one call can produce.
+        assert!(
+            polled <= AdminSession::HIGH_WATER + AdminResponse::MAX_LEN,
+            "{polled} bytes produced by one call"
+        );
+        while let Some(e) = self.s.poll_event() {
+            assert!(!was_closed, "event after Closed: {e:?}");
+            self.t.events.push(e);
+        }
+        let closed = self
+            .t
+            .events
+            .iter()
+            .position(|e| matches!(e, admin::Event::Closed { .. }));
+        if let Some(i) = closed {
+            assert_eq!(i, self.t.events.len() - 1, "Closed must be the last event");
+            assert!(self.s.is_closed());
+        }
+        let authenticated = self
+            .t
+            .events
+            .iter()
+            .any(|e| matches!(e, admin::Event::Authenticated { .. }));
+        let auths = self
+            .t
+            .events
+            .iter()
+            .filter(|e| matches!(e, admin::Event::Authenticated { .. }))
+            .count();
+        assert!(auths <= 1, "authenticated twice");
+        let deadline = (!authenticated && !self.s.is_closed()).then(|| self.t0 + HANDSHAKE_TIMEOUT);
+        assert_eq!(self.s.poll_timeout(), deadline, "handshake timer");
+    }
+
+    /// `handle_input` until it consumes nothing more (the back-pressure contract).
+    fn feed(&mut self, now: Instant, chunk: &[u8]) {
+        self.input.extend_from_slice(chunk);
+        loop {
+            let before = self.input.len();
+            self.s.handle_input(now, &mut self.input, &self.conn);
+            self.drain();
+            if self.s.is_closed() {
+                assert!(self.input.is_empty(), "a closed session clears its input");
+            }
+            if self.input.len() == before || self.input.is_empty() {
+                break;
+            }
+        }
+        if !self.s.is_closed() && self.framing == Framing::Stream {
+            assert!(
+                self.input.len() < AdminRequest::MAX_LEN,
+                "{} bytes left unconsumed",
+                self.input.len()
+            );
+        }
+    }
+
+    fn end_of_message(&mut self, now: Instant) {
+        self.s.handle_end_of_message(now, &mut self.input);
+        self.drain();
+        // Complete requests held back by back-pressure are served by the next handle_input.
+        self.feed(now, &[]);
+        if self.framing == Framing::Message && !self.s.is_closed() {
+            assert!(self.input.is_empty(), "a message end leaves nothing behind");
+        }
+    }
+
+    fn eof(&mut self, now: Instant) {
+        self.s.handle_eof(now);
+        self.drain();
+        assert!(self.s.is_closed() && self.closed_event());
+    }
+
+    fn finish(mut self) -> AdminTranscript {
+        self.t.unread = self.input.to_vec();
+        self.t
+    }
+}
+
+/// Options of the admin script, from [`Script::options`].
+#[derive(Debug, Clone, Copy)]
+struct AdminOptions {
+    dialect: Dialect,
+    framing: Framing,
+    eof_at_end: bool,
+    /// Authenticate as `admin` first (prepended to the stream), so the fuzzer starts in the
+    /// request phase.
+    login: bool,
+}
+
+impl AdminOptions {
+    fn new(bits: u8) -> Self {
+        Self {
+            dialect: dialect_of(bits),
+            framing: if bits & 2 == 0 {
+                Framing::Stream
+            } else {
+                Framing::Message
+            },
+            eof_at_end: bits & 4 != 0,
+            login: bits & 8 != 0,
+        }
+    }
+}
+
+/// The authentication request `login` prepends.
+pub const ADMIN_LOGIN: &[u8] = b"\x01\x05admin\x06secret";
+
+/// Splits `stream` into SCTP messages: one per group of reads ending with an end-of-message
+/// action (`Step::action` bit 0), plus the rest. Each message is a list of reads.
+fn admin_messages<'a>(script: &'a Script, chunks: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
+    let mut messages = vec![Vec::new()];
+    for (i, c) in chunks.iter().enumerate() {
+        messages.last_mut().expect("non-empty").push(*c);
+        if script
+            .used_steps()
+            .get(i)
+            .is_some_and(|s| s.action & 1 != 0)
+        {
+            messages.push(Vec::new());
+        }
+    }
+    messages
+}
+
+/// Runs the messages (each a list of reads) with the clock stopped; with
+/// [`Framing::Stream`] the message ends are ignored.
+fn admin_frozen(opts: AdminOptions, messages: &[Vec<&[u8]>]) -> AdminTranscript {
+    let mut d = AdminDriver::new(opts.dialect, opts.framing);
+    let t0 = d.t0;
+    if opts.login {
+        d.feed(t0, ADMIN_LOGIN);
+    }
+    let n = messages.len();
+    for (i, m) in messages.iter().enumerate() {
+        for c in m {
+            d.feed(t0, c);
+        }
+        if opts.framing == Framing::Message && i + 1 < n {
+            d.end_of_message(t0);
+        }
+    }
+    if opts.eof_at_end {
+        d.eof(t0);
+    }
+    d.finish()
+}
+
+/// Checks what the session sent against the requests in `messages` (a client's view):
+/// the output is exactly a sequence of responses, each to the next request received, in
+/// order, at most one error reply per message, and (when `complete`) every complete request
+/// was answered. With [`Framing::Message`] each polled item is one response.
+///
+/// `users_fixed`: nobody else changed the users, so the authentication answer is known.
+fn admin_check_transcript(
+    opts: AdminOptions,
+    messages: &[Vec<u8>],
+    t: &AdminTranscript,
+    complete: bool,
+    users_fixed: bool,
+) {
+    let dialect = opts.dialect;
+    let mut out = BytesMut::from(&t.out[..]);
+    let mut items = t.items.iter();
+    let mut authenticated = false;
+    let mut applied = 0;
+    let mut closed_by_error = false;
+    // Takes the next response: the next item with Message framing (which must be exactly one
+    // response), the next bytes of the stream otherwise.
+    let mut take =
+        |decode: &dyn Fn(&mut BytesMut) -> Result<Option<AdminResponse>, DecodeError>,
+         what: &str|
+         -> Option<AdminResponse> {
+            let mut b = match opts.framing {
+                Framing::Stream => {
+                    if out.is_empty() {
+                        return None;
+                    }
+                    let r = decode(&mut out)
+                        .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"))
+                        .unwrap_or_else(|| panic!("{what}: truncated response"));
+                    return Some(r);
+                }
+                Framing::Message => BytesMut::from(&items.next()?[..]),
+            };
+            let r = decode(&mut b)
+                .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"))
+                .unwrap_or_else(|| panic!("{what}: truncated response"));
+            assert!(b.is_empty(), "{what}: one SCTP message, one response");
+            Some(r)
+        };
+    let auth_reply = |b: &mut BytesMut| -> Result<Option<AdminResponse>, DecodeError> {
+        // Carried as a Status so that `take` has one type.
+        Ok(UserPassReply::decode(b)?.map(|r| AdminResponse::Status {
+            cmd: ModifyCmd::AddUser,
+            status: r.status,
+        }))
+    };
+    let login: Vec<u8> = if opts.login {
+        ADMIN_LOGIN.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut answered_all = true;
+    'messages: for (mi, m) in messages.iter().enumerate() {
+        let joined;
+        let mut rest: &[u8] = if mi == 0 {
+            joined = [&login[..], m].concat();
+            &joined
+        } else {
+            m
+        };
+        let ends = opts.framing == Framing::Message && mi + 1 < messages.len();
+        loop {
+            if !authenticated {
+                let status = match UserPassRequest::check(rest) {
+                    Ok(None) => {
+                        if ends {
+                            continue 'messages;
+                        }
+                        break 'messages;
+                    }
+                    Ok(Some(n)) => {
+                        let ulen = usize::from(rest[1]);
+                        let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
+                        rest = &rest[n..];
+                        let ok = SCRIPT_USERS.iter().any(|(u, p, pr)| {
+                            *u == user && *p == password && *pr == Privilege::Admin
+                        });
+                        u8::from(!ok)
+                    }
+                    Err(_) => 2,
+                };
+                let Some(r) = take(&auth_reply, "auth") else {
+                    answered_all = false;
+                    break 'messages;
+                };
+                let AdminResponse::Status { status: got, .. } = r else {
+                    unreachable!()
+                };
+                if users_fixed || status == 2 {
+                    assert_eq!(got, status, "authentication status");
+                } else {
+                    assert!(
+                        got <= 1 && (status == 0 || got == 1),
+                        "authentication status"
+                    );
+                }
+                if got != 0 {
+                    closed_by_error = true;
+                    break 'messages;
+                }
+                authenticated = true;
+                continue;
+            }
+            match AdminRequest::check(rest) {
+                Ok(None) => {
+                    if ends {
+                        continue 'messages;
+                    }
+                    break 'messages;
+                }
+                Ok(Some(n)) => {
+                    let req = AdminRequest::decode(&mut BytesMut::from(&rest[..n]))
+                        .expect("checked")
+                        .expect("complete");
+                    rest = &rest[n..];
+                    let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+                    let Some(resp) = take(&decode, "request") else {
+                        answered_all = false;
+                        break 'messages;
+                    };
+                    match (&req, &resp) {
+                        (AdminRequest::Modify(_), AdminResponse::Status { status, .. }) => {
+                            applied += usize::from(*status == 0);
+                        }
+                        (AdminRequest::Query(Query::ListUsers), AdminResponse::Users(_))
+                        | (AdminRequest::Query(_), AdminResponse::Value { .. })
+                        | (
+                            AdminRequest::Query(Query::UserConnections { .. }),
+                            AdminResponse::QueryError { .. },
+                        ) => {}
+                        _ => panic!("{resp:?} does not answer {req:?}"),
+                    }
+                }
+                Err(e) => {
+                    let decode = |b: &mut BytesMut| {
+                        AdminResponse::decode(b, dialect, &AdminRequest::Query(Query::UserCount))
+                    };
+                    let Some(resp) = take(&decode, "unframable") else {
+                        answered_all = false;
+                        break 'messages;
+                    };
+                    let expected = match e {
+                        DecodeError::UnknownType(_) => AdminResponse::InvalidType,
+                        DecodeError::UnknownCommand { ty, .. } => AdminResponse::InvalidCommand {
+                            ty: if ty == 0 {
+                                RequestType::Query
+                            } else {
+                                RequestType::Modify
+                            },
+                        },
+                        other => panic!("admin request error {other:?}"),
+                    };
+                    assert_eq!(resp, expected);
+                    if ends {
+                        continue 'messages;
+                    }
+                    closed_by_error = true;
+                    break 'messages;
+                }
+            }
+        }
+    }
+    match opts.framing {
+        Framing::Stream => assert!(out.is_empty(), "bytes answering nothing: {:02x?}", &out[..]),
+        Framing::Message => assert_eq!(t.items.concat(), t.out),
+    }
+    assert_eq!(items.next(), None, "a message that answers nothing");
+    if complete {
+        assert!(answered_all, "a complete request went unanswered");
+    }
+    let applied_events = t
+        .events
+        .iter()
+        .filter(|e| matches!(e, admin::Event::Applied(_)))
+        .count();
+    assert_eq!(
+        applied_events, applied,
+        "one Applied per successful modification"
+    );
+    if closed_by_error {
+        assert!(
+            matches!(
+                t.events.last(),
+                Some(admin::Event::Closed {
+                    reason: CloseReason::Peer(_)
+                })
+            ),
+            "{:?}",
+            t.events
+        );
+    }
+}
+
+fn owned(messages: &[Vec<&[u8]>]) -> Vec<Vec<u8>> {
+    messages.iter().map(|m| m.concat()).collect()
+}
+
+/// Fuzz body `admin_session`: an [`AdminSession`] run by a [`Script`].
+///
+/// `options`: bit 0 final dialect; bit 1 [`Framing::Message`]; bit 2 EOF at the end; bit 3
+/// authenticate as `admin` first. `Step::action`: bit 0 ends an SCTP message after the read;
+/// bit 1 sends EOF after the read; bit 2 asks the connection to close (clean-up routine)
+/// before the read; bit 3 has another administrator remove user `admin` before the read.
+///
+/// Checks: with the clock stopped, the transcript is the same for the script's reads, one
+/// read per SCTP message, and one read per byte; the output is exactly one response per
+/// request received, in order (every complete request answered), with one `Applied` event per
+/// successful modification; with the script's clock and actions every per-call invariant holds
+/// (bounded output, `Closed` last, timers) and the output is a prefix of that.
+pub fn admin_session(data: &[u8]) {
+    let script = Script::from_fuzz_input(data);
+    let opts = AdminOptions::new(script.options);
+    let chunks = script.chunks();
+    let messages = admin_messages(&script, &chunks);
+
+    let frozen = admin_frozen(opts, &messages);
+    admin_check_transcript(opts, &owned(&messages), &frozen, true, true);
+    let joined = owned(&messages);
+    let per_message: Vec<Vec<&[u8]>> = joined.iter().map(|m| vec![&m[..]]).collect();
+    assert_eq!(
+        frozen,
+        admin_frozen(opts, &per_message),
+        "one read per message vs the script's reads"
+    );
+    if script.stream.len() <= 4096 {
+        let per_byte: Vec<Vec<&[u8]>> = joined.iter().map(|m| m.chunks(1).collect()).collect();
+        assert_eq!(frozen, admin_frozen(opts, &per_byte), "one read per byte");
+    }
+
+    // The script's clock and actions.
+    let mut d = AdminDriver::new(opts.dialect, opts.framing);
+    let mut now = d.t0;
+    let mut users_fixed = true;
+    if opts.login {
+        d.feed(now, ADMIN_LOGIN);
+    }
+    let mut fed: Vec<Vec<u8>> = vec![Vec::new()];
+    for (i, chunk) in chunks.iter().enumerate() {
+        let step = script.used_steps().get(i).copied().unwrap_or(Step {
+            len: 0,
+            tick_ms: 0,
+            action: 0,
+        });
+        now += Duration::from_millis(u64::from(step.tick_ms));
+        d.s.handle_timeout(now);
+        d.drain();
+        if step.action & 4 != 0 {
+            d.conn.close(crate::state::CloseCause::Idle);
+        }
+        if step.action & 8 != 0 {
+            let m = Mutation::RemoveUser {
+                name: Bytes::from_static(b"admin"),
+            };
+            d.state.apply(Some(b"root"), &m);
+            users_fixed = false;
+        }
+        d.feed(now, chunk);
+        fed.last_mut().expect("non-empty").extend_from_slice(chunk);
+        if step.action & 1 != 0 {
+            d.end_of_message(now);
+            fed.push(Vec::new());
+        }
+        if step.action & 2 != 0 && !d.s.is_closed() {
+            d.eof(now);
+        }
+    }
+    if opts.eof_at_end && !d.s.is_closed() {
+        d.eof(now);
+    }
+    let timed = d.finish();
+    admin_check_transcript(opts, &fed, &timed, false, users_fixed);
+}
+
+/// Fuzz body `admin_auth`: an [`AdminSession`]'s authentication (the RFC 1929 message shared
+/// with SOCKS5, then the admin answers). The first byte chooses the dialect (bit 0), the
+/// framing (bit 1) and an EOF at the end (bit 2); the rest is the stream.
+///
+/// Checks the message codec as `socks5_userpass` does, then that the session answers `01 00`
+/// exactly for an administrator's right credentials, `01 02` for a bad version and `01 01`
+/// otherwise, answers nothing before the request is complete, and does so however the stream
+/// is cut.
+pub fn admin_auth(data: &[u8]) {
+    let Some((&sel, stream)) = data.split_first() else {
+        return;
+    };
+    userpass_codec().check_bytes(stream);
+    userpass_reply_codec().check_bytes(stream);
+    let opts = AdminOptions {
+        login: false,
+        ..AdminOptions::new(sel & 7)
+    };
+    let whole = admin_frozen(opts, &[vec![stream]]);
+    admin_check_transcript(opts, &[stream.to_vec()], &whole, true, true);
+    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+    assert_eq!(whole, admin_frozen(opts, &[bytes]), "one read per byte");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credential sniffer
+// ---------------------------------------------------------------------------------------------
+
+/// Destination ports the `sniffer` script chooses from (`options & 7`).
+pub const SNIFF_PORTS: [u16; 8] = [80, 110, 21, 143, 8080, 995, 587, 25];
+
+/// Feeds `(server?, bytes)` pieces in order, draining after each call; returns the
+/// credentials and the final `is_done`.
+fn sniff_run(port: u16, pieces: &[(bool, &[u8])]) -> (Vec<Credential>, bool) {
+    let mut s = Sniffer::new(port);
+    let mut found = Vec::new();
+    let mut done = false;
+    for (server, b) in pieces {
+        if *server {
+            s.on_server(b);
+        } else {
+            s.on_client(b);
+        }
+        let before = found.len();
+        while let Some(c) = s.poll_credential() {
+            assert!(
+                !c.user.is_empty() || !c.password.is_empty(),
+                "empty credential"
+            );
+            found.push(c);
+        }
+        assert!(found.len() - before <= MAX_QUEUED, "queue bound");
+        if done {
+            assert!(s.is_done(), "is_done went back to false");
+            assert_eq!(found.len(), before, "credential after giving up");
+        }
+        done = s.is_done();
+    }
+    (found, done)
+}
+
+/// Fuzz body `sniffer`: a [`Sniffer`] fed both directions of one connection.
+///
+/// The stream is cut by the script's steps; `Step::action` bit 0 sends a piece from the
+/// server, otherwise from the client (the rest after the last step comes from the client).
+/// `options & 7` picks the destination port from [`SNIFF_PORTS`].
+///
+/// Checks: the credentials found and the final `is_done` are the same when the pieces arrive
+/// as scripted, one byte per call, and with consecutive pieces of one direction merged (the
+/// causal order of the two directions is kept); at most [`MAX_QUEUED`] credentials come out of
+/// one call; once the sniffer gives up it stays done and finds nothing more.
+pub fn sniffer(data: &[u8]) {
+    let script = Script::from_fuzz_input(data);
+    let port = SNIFF_PORTS[usize::from(script.options & 7)];
+    let chunks = script.chunks();
+    let pieces: Vec<(bool, &[u8])> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let server = script
+                .used_steps()
+                .get(i)
+                .is_some_and(|s| s.action & 1 != 0);
+            (server, *c)
+        })
+        .collect();
+    let want = sniff_run(port, &pieces);
+    let bytes: Vec<(bool, &[u8])> = pieces
+        .iter()
+        .flat_map(|(d, b)| b.chunks(1).map(move |c| (*d, c)))
+        .collect();
+    assert_eq!(sniff_run(port, &bytes), want, "one byte per call");
+    let mut merged: Vec<(bool, Vec<u8>)> = Vec::new();
+    for (d, b) in &pieces {
+        match merged.last_mut() {
+            Some((last, buf)) if last == d => buf.extend_from_slice(b),
+            _ => merged.push((*d, b.to_vec())),
+        }
+    }
+    let merged: Vec<(bool, &[u8])> = merged.iter().map(|(d, b)| (*d, &b[..])).collect();
+    assert_eq!(
+        sniff_run(port, &merged),
+        want,
+        "one call per direction change"
+    );
 }
