@@ -802,6 +802,9 @@ fn request_answered_by(resp: &AdminResponse) -> AdminRequest {
             ModifyCmd::SetSelectorTimeout => Modify::SetSelectorTimeout(1),
             ModifyCmd::SetConnectionTimeout => Modify::SetConnectionTimeout(1),
         }),
+        AdminResponse::InvalidCommand {
+            ty: RequestType::Modify,
+        } => AdminRequest::Modify(Modify::SetCleanup(1)),
         AdminResponse::InvalidType
         | AdminResponse::InvalidCommand { .. }
         | AdminResponse::QueryError { .. } => AdminRequest::Query(Query::UserCount),
