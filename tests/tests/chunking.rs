@@ -9,6 +9,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use proptest::collection::vec;
 use proptest::prelude::*;
+use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Query};
+use socks5d_core::admin::{self, AdminSession, Dialect, Framing};
 use socks5d_core::fuzzing::{self, Script, Step};
 use socks5d_core::socks5::{self, Greeting, ReplyCode, Request, Socks5Handshake};
 use socks5d_core::state::{Config, ConnKind, Mutation, Privilege, State};
@@ -158,4 +160,134 @@ fn greeting_split_inside_methods() {
             "cut at {i}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin protocol
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, PartialEq)]
+struct AdminTranscript {
+    out: Vec<u8>,
+    events: Vec<admin::Event>,
+    unread: Vec<u8>,
+}
+
+/// Runs an admin session (stream framing) over `chunks`, serving until nothing more is
+/// consumed after every read (the back-pressure contract).
+#[allow(clippy::disallowed_methods)] // one epoch per run; the session only sees it as input
+fn admin_run(dialect: Dialect, chunks: &[&[u8]]) -> AdminTranscript {
+    let t0 = Instant::now();
+    let state = Arc::new(State::new(t0, &Config::default()));
+    let m = Mutation::AddUser {
+        name: "admin".into(),
+        password: "secret".into(),
+        privilege: Privilege::Admin,
+    };
+    state.apply(None, &m);
+    let conn = state.open(ConnKind::Admin, t0);
+    let mut s = AdminSession::new(t0, dialect, Framing::Stream);
+    let mut t = AdminTranscript {
+        out: vec![],
+        events: vec![],
+        unread: vec![],
+    };
+    let mut input = BytesMut::new();
+    for c in chunks {
+        input.extend_from_slice(c);
+        loop {
+            let before = input.len();
+            s.handle_input(t0, &mut input, &conn);
+            while let Some(b) = s.poll_transmit() {
+                t.out.extend_from_slice(&b);
+            }
+            while let Some(e) = s.poll_event() {
+                t.events.push(e);
+            }
+            if input.len() == before || input.is_empty() {
+                break;
+            }
+        }
+    }
+    t.unread = input.to_vec();
+    t
+}
+
+const ADMIN_LOGIN: &[u8] = b"\x01\x05admin\x06secret";
+
+fn encode_all(reqs: &[AdminRequest]) -> Vec<u8> {
+    let mut b = BytesMut::from(ADMIN_LOGIN);
+    for r in reqs {
+        r.encode(&mut b);
+    }
+    b.to_vec()
+}
+
+proptest! {
+    #[test]
+    fn admin_any_cut_same_transcript(
+        dialect in arb_dialect(),
+        reqs in vec(arb_admin_request(), 0..16),
+        noise in vec(any::<u8>(), 0..8),
+        cuts in vec(any::<usize>(), 0..16),
+    ) {
+        let mut stream = encode_all(&reqs);
+        stream.extend_from_slice(&noise);
+        let whole = admin_run(dialect, &[&stream]);
+        prop_assert_eq!(&admin_run(dialect, &cut(&stream, &cuts)), &whole);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        prop_assert_eq!(&admin_run(dialect, &bytes), &whole);
+    }
+
+    /// N pipelined requests get N responses, in order: each response decodes as the answer to
+    /// its request, and nothing is left over.
+    #[test]
+    fn admin_n_pipelined_requests_n_responses(
+        dialect in arb_dialect(),
+        reqs in vec(arb_admin_request(), 1..32),
+    ) {
+        let t = admin_run(dialect, &[&encode_all(&reqs)]);
+        let mut out = BytesMut::from(&t.out[..]);
+        prop_assert_eq!(&out.split_to(2)[..], b"\x01\x00");
+        for (i, r) in reqs.iter().enumerate() {
+            let resp = AdminResponse::decode(&mut out, dialect, r);
+            prop_assert!(
+                matches!(
+                    (r, &resp),
+                    (AdminRequest::Modify(_), Ok(Some(AdminResponse::Status { .. })))
+                        | (AdminRequest::Query(_), Ok(Some(AdminResponse::Value { .. })))
+                        | (AdminRequest::Query(_), Ok(Some(AdminResponse::Users(_))))
+                        | (AdminRequest::Query(_), Ok(Some(AdminResponse::QueryError { .. })))
+                ),
+                "response {} to {:?}: {:?}", i, r, resp
+            );
+        }
+        prop_assert!(out.is_empty(), "{} bytes answer nothing", out.len());
+        prop_assert!(t.unread.is_empty());
+    }
+}
+
+#[test]
+fn admin_pipeline_beyond_high_water_is_served_in_order() {
+    // 12000 requests (half of them List Users) produce more than HIGH_WATER bytes of responses, so the session
+    // applies back-pressure; every request is still answered, in order.
+    let reqs: Vec<AdminRequest> = (0..12_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                AdminRequest::Query(Query::ListUsers)
+            } else {
+                AdminRequest::Query(Query::UserCount)
+            }
+        })
+        .collect();
+    let t = admin_run(Dialect::Final, &[&encode_all(&reqs)]);
+    let list = b"\x00\x00\x01\x05admin\x01";
+    let count = b"\x00\x07\x01";
+    let mut want = b"\x01\x00".to_vec();
+    for _ in 0..6000 {
+        want.extend_from_slice(list);
+        want.extend_from_slice(count);
+    }
+    assert_eq!(t.out, want);
+    assert!(t.out.len() > AdminSession::HIGH_WATER);
 }
