@@ -1119,6 +1119,15 @@ fn admin_check_transcript(
     users_fixed: bool,
 ) {
     let dialect = opts.dialect;
+    // A byte stream has no message boundaries: the client's view is one message.
+    let joined;
+    let messages = match opts.framing {
+        Framing::Stream => {
+            joined = [messages.concat()];
+            &joined[..]
+        }
+        Framing::Message => messages,
+    };
     let mut out = BytesMut::from(&t.out[..]);
     let mut items = t.items.iter();
     let mut authenticated = false;
