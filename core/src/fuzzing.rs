@@ -1252,13 +1252,6 @@ fn admin_check_transcript(
                     }
                 }
                 Err(e) => {
-                    let decode = |b: &mut BytesMut| {
-                        AdminResponse::decode(b, dialect, &AdminRequest::Query(Query::UserCount))
-                    };
-                    let Some(resp) = take(&decode, "unframable") else {
-                        answered_all = false;
-                        break 'messages;
-                    };
                     let expected = match e {
                         DecodeError::UnknownType(_) => AdminResponse::InvalidType,
                         DecodeError::UnknownCommand { ty, .. } => AdminResponse::InvalidCommand {
@@ -1269,6 +1262,12 @@ fn admin_check_transcript(
                             },
                         },
                         other => panic!("admin request error {other:?}"),
+                    };
+                    let req = request_answered_by(&expected);
+                    let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+                    let Some(resp) = take(&decode, "unframable") else {
+                        answered_all = false;
+                        break 'messages;
                     };
                     assert_eq!(resp, expected);
                     if opts.framing == Framing::Message {
