@@ -114,6 +114,8 @@ impl From<TransportArg> for AdminTransport {
 pub(crate) enum RuntimeArg {
     /// tokio, multi-threaded.
     Tokio,
+    /// async-std (async-io reactor, async-std's executor).
+    AsyncStd,
 }
 
 /// SOCKS5 proxy (RFC 1928, user/password per RFC 1929) with a live administration protocol.
@@ -203,9 +205,10 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "LEVEL")]
     pub(crate) log_level: Option<String>,
 
-    /// Most SOCKS client connections served at once; more wait until one closes.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_max_connections)]
-    pub(crate) max_connections: usize,
+    /// Most SOCKS client connections served at once; more wait until one closes. Default:
+    /// 10000, or fewer if the open-file limit cannot hold that many (two descriptors each).
+    #[arg(long, value_name = "N", value_parser = parse_max_connections)]
+    pub(crate) max_connections: Option<usize>,
 
     /// Initial size of each relay buffer, in bytes (50 to 1048576).
     #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = parse_buffer_size)]
@@ -249,6 +252,13 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1");
         assert_eq!((c.port, c.admin_port), (1080, 8080));
         assert!(!c.allow_anonymous && !c.no_sniffing && !c.no_cleanup);
+        assert_eq!(c.runtime, RuntimeArg::Tokio);
+    }
+
+    #[test]
+    fn runtimes() {
+        let c = Cli::try_parse_from(["socks5d", "--runtime", "async-std"]).unwrap();
+        assert_eq!(c.runtime, RuntimeArg::AsyncStd);
     }
 
     #[test]
@@ -273,6 +283,7 @@ mod tests {
             ["socks5d", "--selector-timeout", "256"],
             ["socks5d", "--max-connections", "0"],
             ["socks5d", "--admin-transport", "udp"],
+            ["socks5d", "--runtime", "smol"],
         ] {
             assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
         }

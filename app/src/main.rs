@@ -38,26 +38,44 @@ fn main() -> ExitCode {
         return ExitCode::from(USAGE);
     }
 
-    match socks5d_net::sys::raise_nofile_limit() {
-        Ok(n) if n < (cli.max_connections as u64) * 2 + 64 => tracing::warn!(
-            limit = n,
-            max_connections = cli.max_connections,
-            "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
-    }
-
+    let max_connections = max_connections(cli.max_connections);
     let options = ServerOptions {
         dialect: cli.admin_dialect.into(),
         admin_transport: cli.admin_transport.into(),
-        max_connections: cli.max_connections,
+        max_connections,
         ..ServerOptions::default()
     };
     let socks_addr = SocketAddr::new(cli.listen, cli.port);
     let admin_addr = SocketAddr::new(cli.admin_listen, cli.admin_port);
     match cli.runtime {
         RuntimeArg::Tokio => run_tokio(state, options, socks_addr, admin_addr),
+        RuntimeArg::AsyncStd => run_async_std(state, options, socks_addr, admin_addr),
+    }
+}
+
+/// Default of `--max-connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Raises the open-file limit and returns how many SOCKS connections to serve at once: the
+/// operator's number (with a warning if the limit cannot hold it), else the default, lowered
+/// to what the limit holds (two descriptors per proxied connection, 64 spare).
+fn max_connections(asked: Option<usize>) -> usize {
+    let fits = |limit: u64| usize::try_from(limit.saturating_sub(64) / 2).unwrap_or(usize::MAX);
+    match (asked, socks5d_net::sys::raise_nofile_limit()) {
+        (Some(n), Ok(limit)) if n > fits(limit) => {
+            tracing::warn!(
+                limit,
+                max_connections = n,
+                "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
+            );
+            n
+        }
+        (Some(n), _) => n,
+        (None, Ok(limit)) => DEFAULT_MAX_CONNECTIONS.min(fits(limit)).max(1),
+        (None, Err(e)) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            DEFAULT_MAX_CONNECTIONS
+        }
     }
 }
 
@@ -197,5 +215,49 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+fn run_async_std(
+    state: Arc<State>,
+    options: ServerOptions,
+    socks_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) -> ExitCode {
+    async_std::task::block_on(async move {
+        let transport = options.admin_transport;
+        let listeners = match socks5d_async_std::Listeners::bind(socks_addr, admin_addr, transport)
+        {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("socks5d: cannot listen (SOCKS {socks_addr}, admin {admin_addr}): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin_transport = listeners.admin.transport();
+        tracing::info!(
+            socks = %listeners.socks.local_addr().map_or(socks_addr, |a| a),
+            admin = %listeners.admin.local_addr().map_or(admin_addr, |a| a),
+            %admin_transport,
+            "socks5d listening"
+        );
+        let shared = socks5d_async_std::Shared::new(state, options);
+        socks5d_async_std::run(listeners, shared, shutdown_signal_async_std()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT or SIGTERM (without tokio).
+async fn shutdown_signal_async_std() {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    match Signals::new([Signal::Int, Signal::Term]) {
+        Ok(mut signals) => {
+            let _ = signals.next().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGINT and SIGTERM");
+            std::future::pending::<()>().await;
+        }
     }
 }

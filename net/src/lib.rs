@@ -7,15 +7,17 @@
 //!
 //! - [`sctp`]: one-to-one SCTP sockets (listen, connect), `recvmsg` that reports the end of
 //!   an SCTP message, and a send that sends one message.
+//! - [`connect`]: the CONNECT policy (each resolved address in turn, errors to reply codes).
 //! - [`listen`]: binding the SOCKS5 listener and the admin listener, with the
 //!   [`AdminTransport`] choice (SCTP, falling back to TCP when the kernel has no SCTP).
 //! - [`ServerOptions`]: the options both transports take.
 //! - [`LogSink`]: where access-log and credentials-log lines go.
 //! - [`Tap`]: what a relay does with each chunk it moves (counting, sniffing, logging).
-//! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion.
+//! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion and backing off.
 //!
 //! Protocol decisions live in `socks5d-core`; this crate only moves bytes and reports I/O.
 
+pub mod connect;
 pub mod listen;
 mod log;
 mod options;

@@ -85,7 +85,7 @@ impl Default for ServerOptions {
         Self {
             dialect: Dialect::Draft,
             admin_transport: AdminTransport::Auto,
-            max_connections: 1024,
+            max_connections: 10_000,
             max_admin_connections: 16,
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),

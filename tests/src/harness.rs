@@ -15,11 +15,13 @@ use socks5d_net::{AdminTransport, LogSink, ServerOptions};
 pub enum Runtime {
     /// `socks5d-tokio` on a multi-threaded tokio runtime.
     Tokio,
+    /// `socks5d-async-std`, its connection tasks on async-std's executor.
+    AsyncStd,
 }
 
 impl Runtime {
     /// Every runtime, for loops that instantiate scenarios.
-    pub const ALL: &'static [Self] = &[Self::Tokio];
+    pub const ALL: &'static [Self] = &[Self::Tokio, Self::AsyncStd];
 }
 
 /// Collects log lines in memory.
@@ -131,15 +133,17 @@ impl TestServer {
         let log = Arc::new(MemoryLog::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = match runtime {
-            Runtime::Tokio => {
-                let state = state.clone();
-                let log: Arc<dyn LogSink> = log.clone();
-                std::thread::Builder::new()
-                    .name("socks5d-tokio".into())
-                    .spawn(move || run_tokio(setup, state, log, stop_rx, ready_tx))
-                    .expect("spawn server thread")
-            }
+        let (name, serve): (_, Serve) = match runtime {
+            Runtime::Tokio => ("socks5d-tokio", run_tokio),
+            Runtime::AsyncStd => ("socks5d-async-std", run_async_std),
+        };
+        let thread = {
+            let state = state.clone();
+            let log: Arc<dyn LogSink> = log.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || serve(setup, state, log, stop_rx, ready_tx))
+                .expect("spawn server thread")
         };
         let (socks, admin, admin_transport) = match ready_rx.recv() {
             Ok(Ok(x)) => x,
@@ -178,15 +182,14 @@ impl Drop for TestServer {
     }
 }
 
-type Ready = Result<(SocketAddr, SocketAddr, AdminTransport), String>;
+/// Where a server thread reports its bound addresses (or why it could not bind).
+type Ready = mpsc::Sender<Result<(SocketAddr, SocketAddr, AdminTransport), String>>;
+/// Completes when the test asks the server to stop (runtime-neutral).
+type Stop = tokio::sync::oneshot::Receiver<()>;
+/// Runs a server on one runtime until `Stop` completes.
+type Serve = fn(Setup, Arc<State>, Arc<dyn LogSink>, Stop, Ready);
 
-fn run_tokio(
-    setup: Setup,
-    state: Arc<State>,
-    log: Arc<dyn LogSink>,
-    stop: tokio::sync::oneshot::Receiver<()>,
-    ready: mpsc::Sender<Ready>,
-) {
+fn run_tokio(setup: Setup, state: Arc<State>, log: Arc<dyn LogSink>, stop: Stop, ready: Ready) {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -222,6 +225,37 @@ fn run_tokio(
         let _ = ready.send(addrs);
         let shared = socks5d_tokio::Shared::new(state, setup.options).with_log(log);
         socks5d_tokio::run(listeners, shared, async {
+            let _ = stop.await;
+        })
+        .await;
+    });
+}
+
+fn run_async_std(setup: Setup, state: Arc<State>, log: Arc<dyn LogSink>, stop: Stop, ready: Ready) {
+    async_std::task::block_on(async move {
+        let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
+        let listeners = match socks5d_async_std::Listeners::bind(
+            setup.socks_addr,
+            admin_addr,
+            setup.options.admin_transport,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let addrs = (|| {
+            Ok::<_, std::io::Error>((
+                listeners.socks.local_addr()?,
+                listeners.admin.local_addr()?,
+                listeners.admin.transport(),
+            ))
+        })()
+        .map_err(|e| e.to_string());
+        let _ = ready.send(addrs);
+        let shared = socks5d_async_std::Shared::new(state, setup.options).with_log(log);
+        socks5d_async_std::run(listeners, shared, async {
             let _ = stop.await;
         })
         .await;

@@ -430,10 +430,10 @@ macro_rules! scenarios {
     };
 }
 
-scenarios!(Tokio);
+scenarios!(Tokio, AsyncStd);
 
 #[test]
 fn every_runtime_is_instantiated() {
     // Adding a runtime to `Runtime::ALL` without adding it to `scenarios!` above fails here.
-    assert_eq!(Runtime::ALL, &[Runtime::Tokio]);
+    assert_eq!(Runtime::ALL, &[Runtime::Tokio, Runtime::AsyncStd]);
 }

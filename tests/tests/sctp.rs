@@ -190,8 +190,22 @@ macro_rules! per_runtime {
     };
 }
 
-per_runtime!(Tokio:
-    admin_over_sctp,
-    auto_uses_sctp_when_the_kernel_has_it,
-    shutdown_closes_sctp_sessions,
-);
+macro_rules! scenarios {
+    ($($runtime:ident),*) => {
+        $(
+            per_runtime!($runtime:
+                admin_over_sctp,
+                auto_uses_sctp_when_the_kernel_has_it,
+                shutdown_closes_sctp_sessions,
+            );
+        )*
+    };
+}
+
+scenarios!(Tokio, AsyncStd);
+
+#[test]
+fn every_runtime_is_instantiated() {
+    // Adding a runtime to `Runtime::ALL` without adding it to `scenarios!` above fails here.
+    assert_eq!(Runtime::ALL, &[Runtime::Tokio, Runtime::AsyncStd]);
+}

@@ -12,7 +12,8 @@ use socks5d_core::admin::{self, AdminSession, Framing};
 use socks5d_core::logfmt;
 use socks5d_core::socks5::{self, ReplyCode, Socks5Handshake, TargetAddr};
 use socks5d_core::state::{CloseCause, ConnKind, Connection};
-use socks5d_net::{resolve_error_code, unix_time, Tap};
+use socks5d_net::connect::connect_each;
+use socks5d_net::{unix_time, Tap};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -157,45 +158,24 @@ where
 }
 
 /// Resolves `target` (without blocking the runtime) and tries each address in turn, each
-/// attempt limited to `per_attempt`. Returns the stream and its local address, or the reply
-/// code of the last failure.
+/// attempt limited to `per_attempt` (the policy is `socks5d_net::connect`). Returns the
+/// stream and its local address, or the reply code of the last failure.
 async fn connect(
     target: TargetAddr,
     per_attempt: Duration,
 ) -> Result<(TcpStream, SocketAddr), ReplyCode> {
-    let addrs: Vec<SocketAddr> = match &target {
-        TargetAddr::Ip(a) => vec![*a],
-        TargetAddr::Domain(name, port) => {
-            let Ok(host) = std::str::from_utf8(name) else {
-                return Err(ReplyCode::HostUnreachable);
-            };
-            match tokio::net::lookup_host((host, *port)).await {
-                Ok(it) => it.collect(),
-                Err(e) => {
-                    tracing::debug!(host, error = %e, "name resolution failed");
-                    return Err(resolve_error_code(&e));
-                }
-            }
-        }
+    let resolve = |host: String, port| async move {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
     };
-    let mut last = ReplyCode::HostUnreachable;
-    for addr in addrs {
-        let attempt = tokio::time::timeout(per_attempt, TcpStream::connect(addr)).await;
-        let err = match attempt {
-            Ok(Ok(stream)) => match stream.local_addr() {
-                Ok(local) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok((stream, local));
-                }
-                Err(e) => e,
-            },
-            Ok(Err(e)) => e,
-            Err(_) => io::Error::from(io::ErrorKind::TimedOut),
-        };
-        tracing::debug!(%addr, error = %err, "connect attempt failed");
-        last = ReplyCode::from_io_error(&err);
-    }
-    Err(last)
+    connect_each(&target, resolve, |addr| async move {
+        let stream = tokio::time::timeout(per_attempt, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        let local = stream.local_addr()?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, local))
+    })
+    .await
 }
 
 /// An admin connection's socket: a byte stream (TCP) or SCTP with message boundaries.

@@ -214,11 +214,8 @@ impl Tasks {
 /// Handles an `accept` error: logs it and, when descriptors or memory ran out, backs off
 /// for a moment so the loop does not spin.
 async fn accept_failed(e: &io::Error, what: &str) {
-    if socks5d_net::sys::is_resource_exhaustion(e) {
-        tracing::warn!(error = %e, "{what} accept: out of descriptors or memory; retrying shortly");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    } else {
-        tracing::debug!(error = %e, "{what} accept failed");
+    if let Some(pause) = socks5d_net::sys::accept_backoff(e, what) {
+        tokio::time::sleep(pause).await;
     }
 }
 

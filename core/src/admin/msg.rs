@@ -273,6 +273,28 @@ impl ModifyCmd {
             _ => 0xFF,
         }
     }
+
+    /// Returns what a STATUS byte received in `dialect` means: the inverse of
+    /// [`status`](Self::status), for clients. `None` for General Server Error (`0xFF`, except
+    /// where the draft uses it for "255 users already") and for values this command does not
+    /// define.
+    pub fn outcome(self, dialect: Dialect, status: u8) -> Option<Outcome> {
+        use Dialect::{Draft, Final};
+        Some(match (self, status, dialect) {
+            (_, 0x00, _) => Outcome::Applied,
+            (Self::AddUser, 0x01, _) => Outcome::NameTaken,
+            (Self::RemoveUser, 0x01, _) => Outcome::NoSuchUser,
+            (Self::AddUser, 0xFF, Draft) | (Self::AddUser, 0x02, Final) => Outcome::TooManyUsers,
+            (Self::AddUser | Self::RemoveUser, 0x02, Draft)
+            | (
+                Self::SetBufferSize | Self::SetSelectorTimeout | Self::SetConnectionTimeout,
+                0x01,
+                _,
+            )
+            | (_, 0xFE, Final) => Outcome::InvalidParameter,
+            _ => return None,
+        })
+    }
 }
 
 impl Modify {

@@ -1145,3 +1145,55 @@ fn input_marks_the_connection_active() {
     assert_eq!(f.state.sweep(f.t0 + Duration::from_secs(120)), 0);
     assert_eq!(f.state.sweep(later + Duration::from_secs(120)), 1);
 }
+
+#[test]
+fn modify_status_outcome_round_trip() {
+    use crate::state::Outcome as O;
+    let cmds = [
+        ModifyCmd::AddUser,
+        ModifyCmd::RemoveUser,
+        ModifyCmd::SetSniffing,
+        ModifyCmd::SetCleanup,
+        ModifyCmd::SetBufferSize,
+        ModifyCmd::SetSelectorTimeout,
+        ModifyCmd::SetConnectionTimeout,
+    ];
+    let outcomes = [
+        O::Applied,
+        O::NameTaken,
+        O::NoSuchUser,
+        O::TooManyUsers,
+        O::InvalidParameter,
+    ];
+    for dialect in [Draft, Final] {
+        for cmd in cmds {
+            for outcome in outcomes {
+                // Outcomes a command cannot have are sent as General Server Error; skip them.
+                let possible = match outcome {
+                    O::Applied | O::InvalidParameter => true,
+                    O::NameTaken | O::TooManyUsers => cmd == ModifyCmd::AddUser,
+                    O::NoSuchUser => cmd == ModifyCmd::RemoveUser,
+                };
+                if !possible {
+                    continue;
+                }
+                let status = cmd.status(dialect, outcome);
+                // 0xFF is General Server Error, except for the draft's "255 users already".
+                let expected = if status == 0xFF && !(cmd == ModifyCmd::AddUser && dialect == Draft)
+                {
+                    None
+                } else {
+                    Some(outcome)
+                };
+                assert_eq!(
+                    cmd.outcome(dialect, status),
+                    expected,
+                    "{cmd:?} {outcome:?} {dialect:?}"
+                );
+            }
+            assert_eq!(cmd.outcome(dialect, 0x77), None);
+        }
+    }
+    assert_eq!(ModifyCmd::AddUser.outcome(Final, 0xFF), None);
+    assert_eq!(ModifyCmd::AddUser.outcome(Draft, 0xFE), None);
+}

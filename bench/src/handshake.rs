@@ -1,0 +1,155 @@
+//! Handshakes per second: connect, greet, authenticate, CONNECT, echo 32 bytes, close (the
+//! destination closes after the echo, the proxy passes the close on, the client sees EOF).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::socks::{self, Credentials};
+use crate::{procfs, Server};
+
+/// Settings of one handshake run.
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub(crate) concurrency: usize,
+    pub(crate) duration: Duration,
+    pub(crate) count: Option<u64>,
+    /// Per-cycle limit: a cycle slower than this counts as an error.
+    pub(crate) cycle_timeout: Duration,
+}
+
+/// Result of one handshake run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) concurrency: usize,
+    pub(crate) handshakes: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) seconds: f64,
+    pub(crate) per_sec: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
+    /// Server CPU time (user + system, whole process tree) per successful handshake.
+    pub(crate) server_cpu_us_per_handshake: Option<f64>,
+    pub(crate) server_cpu_seconds: Option<f64>,
+}
+
+async fn cycle(
+    proxy: SocketAddr,
+    creds: Option<&Credentials>,
+    target: SocketAddr,
+) -> std::io::Result<()> {
+    const MSG: [u8; 32] = *b"socks5d-loadgen echo 32 bytes..!";
+    let mut s = socks::connect(proxy, creds, target).await?;
+    let mut msg = [0u8; 33];
+    msg[0] = 32; // the echo server's count: echo 32 bytes, then close
+    msg[1..].copy_from_slice(&MSG);
+    s.write_all(&msg).await?;
+    let mut back = [0u8; 33];
+    let mut got = 0;
+    // The 32 bytes, then EOF: the destination closes, the proxy passes the close on.
+    loop {
+        let n = s.read(&mut back[got..]).await?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    if back[..got] != MSG {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "echo mismatch",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report {
+    let started = Arc::new(AtomicU64::new(0));
+    let cpu0 = server.pid.and_then(|pid| procfs::cpu_ticks(pid).ok());
+    let t0 = Instant::now();
+    let deadline = t0 + p.duration;
+    let mut tasks = Vec::with_capacity(p.concurrency);
+    for _ in 0..p.concurrency {
+        let started = started.clone();
+        let proxy = server.proxy;
+        let creds = server.creds.clone();
+        let count = p.count;
+        let cycle_timeout = p.cycle_timeout;
+        tasks.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(c) = count {
+                    if started.fetch_add(1, Ordering::Relaxed) >= c {
+                        break;
+                    }
+                }
+                let t = Instant::now();
+                match tokio::time::timeout(cycle_timeout, cycle(proxy, creds.as_ref(), echo)).await
+                {
+                    Ok(Ok(())) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Ok(Err(e)) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| "cycle timed out".to_string());
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (l, e, f) = t.await.expect("handshake task panicked");
+        lat.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = server.pid.and_then(|pid| procfs::cpu_ticks(pid).ok());
+    lat.sort_unstable();
+    let n = lat.len() as u64;
+    let pct = |q: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+        f64::from(lat[i])
+    };
+    let cpu_secs = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => {
+            Some(b.saturating_sub(a) as f64 / procfs::clock_ticks_per_sec() as f64)
+        }
+        _ => None,
+    };
+    Report {
+        concurrency: p.concurrency,
+        handshakes: n,
+        errors,
+        first_error,
+        seconds: secs,
+        per_sec: n as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: lat.last().map_or(f64::NAN, |v| f64::from(*v)),
+        server_cpu_us_per_handshake: cpu_secs.filter(|_| n > 0).map(|c| c * 1e6 / n as f64),
+        server_cpu_seconds: cpu_secs,
+    }
+}

@@ -1,0 +1,531 @@
+//! `socks5d-loadgen`: measures a SOCKS5 server on loopback (handshake rate and latency, server
+//! CPU per handshake, relay throughput against direct transfers, server memory per idle
+//! proxied connection, and admin requests per second for socks5d), with its own loopback
+//! destinations. Every run is bounded in time and in traffic, and talks only to loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+mod admin;
+mod handshake;
+mod idle;
+mod procfs;
+mod relay;
+mod socks;
+mod table;
+mod targets;
+
+/// The server under test.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    pub(crate) proxy: SocketAddr,
+    pub(crate) creds: Option<socks::Credentials>,
+    pub(crate) pid: Option<u32>,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "socks5d-loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Handshakes per second and latency of the full cycle (connect, greet, authenticate,
+    /// CONNECT, echo 32 bytes, close), and the server's CPU time per handshake.
+    Handshake {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        hs: HandshakeArgs,
+    },
+    /// Relay throughput of parallel bulk transfers through the proxy vs direct.
+    Relay {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        relay: RelayArgs,
+    },
+    /// Server RSS per idle proxied connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        idle: IdleArgs,
+    },
+    /// Admin requests per second over one pipelined TCP connection (socks5d only).
+    Admin {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Every measurement above: idle first (best on a freshly started server), then
+    /// handshake, relay and admin (admin only with --admin).
+    All {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        hs: HandshakeArgs,
+        #[command(flatten)]
+        relay: RelayArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Measurements to leave out: handshake, relay, idle, admin (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        skip: Vec<String>,
+    },
+    /// Internal: the loopback destinations, run as a child process.
+    #[command(hide = true)]
+    ServeTargets {
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Prints one comparison table from the JSON files written by `all --json`.
+    Table {
+        /// Result files (one per server).
+        files: Vec<PathBuf>,
+        /// Name of the server the ratios are relative to (default: the first file's).
+        #[arg(long)]
+        baseline: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// SOCKS5 server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:1080")]
+    proxy: SocketAddr,
+    /// RFC 1929 credentials; without it, the "no authentication" method is offered.
+    #[arg(long, value_name = "USER:PASS")]
+    auth: Option<socks::Credentials>,
+    /// Pid of the server's main process: enables the CPU and memory measurements (the whole
+    /// process tree is counted).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Name of the server in the results.
+    #[arg(long, default_value = "server")]
+    name: String,
+    /// Worker threads of the load generator (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Prints the results as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct HandshakeArgs {
+    /// Handshake cycles in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_secs: f64,
+    /// Stop after this many cycles (whichever comes first).
+    #[arg(long)]
+    handshake_count: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RelayArgs {
+    /// Parallel bulk transfers.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Bytes per transfer (suffixes K, M, G: binary units).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    bytes: u64,
+    /// Direction of the data: up (client to destination) or down.
+    #[arg(long, value_enum, default_value = "up")]
+    direction: relay::Direction,
+    /// Gives up on a batch of transfers after this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    relay_timeout_secs: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct IdleArgs {
+    /// Numbers of idle proxied connections to hold (comma separated), one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    idle: Vec<usize>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    open_concurrency: usize,
+    /// Seconds to wait once all are open, before reading the server's RSS.
+    #[arg(long, default_value_t = 1.0)]
+    settle_secs: f64,
+    /// Gives up opening after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout_secs: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct AdminArgs {
+    /// Admin port (server started with `--admin-transport tcp`).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Administrator credentials.
+    #[arg(long, value_name = "USER:PASS")]
+    admin_auth: Option<socks::Credentials>,
+    /// Query command byte: 1 historic connections, 2 current, 3 max concurrent, 4 bytes
+    /// sent, 5 bytes received (all answered with 10 bytes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    admin_cmd: u8,
+    /// Requests per write.
+    #[arg(long, default_value_t = 1000)]
+    admin_batch: usize,
+    /// Most unanswered requests at once.
+    #[arg(long, default_value_t = 64_000)]
+    admin_window: usize,
+    /// Stop sending after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    admin_secs: f64,
+    /// Stop after this many requests (whichever comes first).
+    #[arg(long)]
+    admin_count: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|e| format!("{s}: {e}"))?;
+    n.checked_mul(mul).ok_or_else(|| format!("{s}: too large"))
+}
+
+/// Everything one invocation measured against one server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Results {
+    pub(crate) name: String,
+    pub(crate) proxy: String,
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) handshake: Option<serde_json::Value>,
+    pub(crate) relay: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) idle: Vec<serde_json::Value>,
+    pub(crate) admin: Option<serde_json::Value>,
+}
+
+fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("report serializes")
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn check_loopback(a: SocketAddr, what: &str) -> Result<(), String> {
+    if a.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {a} is not a loopback address: this tool only talks to loopback"
+        ))
+    }
+}
+
+struct Plan {
+    common: Common,
+    hs: Option<HandshakeArgs>,
+    relay: Option<RelayArgs>,
+    idle: Option<IdleArgs>,
+    admin: Option<AdminArgs>,
+}
+
+async fn execute(plan: Plan) -> Result<Results, String> {
+    let c = &plan.common;
+    check_loopback(c.proxy, "--proxy")?;
+    let server = Server {
+        proxy: c.proxy,
+        creds: c.auth.clone(),
+        pid: c.server_pid,
+    };
+    if let Some(pid) = server.pid {
+        procfs::cpu_ticks(pid).map_err(|e| format!("--server-pid {pid}: {e}"))?;
+    }
+    let child = targets::spawn_child(c.threads)
+        .await
+        .map_err(|e| format!("starting the destinations: {e}"))?;
+    let (echo, bulk) = (child.echo, child.bulk);
+    let mut out = Results {
+        name: c.name.clone(),
+        proxy: c.proxy.to_string(),
+        server_pid: c.server_pid,
+        ..Results::default()
+    };
+    // Idle first: its RSS baseline should be that of a server that has proxied nothing yet.
+    if let Some(a) = &plan.idle {
+        let most = a.idle.iter().copied().max().unwrap_or(0) as u64;
+        let lim = procfs::raise_nofile(most + 1024).map_err(|e| e.to_string())?;
+        if lim < most + 64 {
+            eprintln!("warning: RLIMIT_NOFILE is {lim}; {most} connections need about {most}");
+        }
+        let baseline = idle::Baseline::read(server.pid);
+        let mut sizes = a.idle.clone();
+        sizes.sort_unstable();
+        for n in sizes {
+            let p = idle::Params {
+                connections: n,
+                open_concurrency: a.open_concurrency,
+                settle: secs(a.settle_secs),
+                timeout: secs(a.idle_timeout_secs),
+            };
+            let r = idle::run(&server, echo, &p, baseline).await;
+            if !c.json {
+                print_idle(&r);
+            }
+            out.idle.push(to_value(&r));
+            // Let the server tear the connections down before the next run.
+            tokio::time::sleep(secs(a.settle_secs)).await;
+        }
+    }
+    if let Some(h) = &plan.hs {
+        let p = handshake::Params {
+            concurrency: h.concurrency.max(1),
+            duration: secs(h.handshake_secs),
+            count: h.handshake_count,
+            cycle_timeout: Duration::from_secs(10),
+        };
+        let r = handshake::run(&server, echo, &p).await;
+        if !c.json {
+            print_handshake(&r);
+        }
+        out.handshake = Some(to_value(&r));
+    }
+    if let Some(a) = &plan.relay {
+        let p = relay::Params {
+            streams: a.streams.max(1),
+            bytes: a.bytes,
+            direction: a.direction,
+            timeout: secs(a.relay_timeout_secs),
+        };
+        let r = relay::run(&server, bulk, &p)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !c.json {
+            print_relay(&r);
+        }
+        out.relay = Some(to_value(&r));
+    }
+    if let Some(a) = &plan.admin {
+        if let Some(addr) = a.admin {
+            check_loopback(addr, "--admin")?;
+            let creds = a
+                .admin_auth
+                .clone()
+                .or_else(|| c.auth.clone())
+                .ok_or("--admin needs --admin-auth (or --auth)")?;
+            let p = admin::Params {
+                addr,
+                creds,
+                cmd: a.admin_cmd,
+                batch: a.admin_batch.max(1),
+                window: a.admin_window,
+                duration: secs(a.admin_secs),
+                count: a.admin_count,
+            };
+            let r = admin::run(&p).await.map_err(|e| format!("admin: {e}"))?;
+            if !c.json {
+                print_admin(&r);
+            }
+            out.admin = Some(to_value(&r));
+        }
+    }
+    Ok(out)
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.prec$}"))
+}
+
+fn print_handshake(r: &handshake::Report) {
+    println!(
+        "handshake: {} cycles in {:.2} s at concurrency {}: {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, {} errors{}",
+        r.handshakes,
+        r.seconds,
+        r.concurrency,
+        r.per_sec,
+        r.p50_us,
+        r.p99_us,
+        r.max_us,
+        r.errors,
+        r.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+    if let Some(cpu) = r.server_cpu_us_per_handshake {
+        println!(
+            "  server CPU: {:.2} s total, {cpu:.1} µs per handshake",
+            r.server_cpu_seconds.unwrap_or(0.0)
+        );
+    }
+}
+
+fn print_relay(r: &relay::Report) {
+    println!(
+        "relay: {} × {} MiB {:?}: direct {:.0} MiB/s ({:.2} s), proxied {} MiB/s ({} s), ratio {}{}",
+        r.streams,
+        r.bytes_per_stream >> 20,
+        r.direction,
+        r.direct_mib_per_sec,
+        r.direct_seconds,
+        opt(r.proxied_mib_per_sec, 0),
+        opt(r.proxied_seconds, 2),
+        opt(r.ratio, 3),
+        r.error.as_ref().map_or(String::new(), |e| format!(" (error: {e})"))
+    );
+}
+
+fn print_idle(r: &idle::Report) {
+    println!(
+        "idle: {}/{} proxied connections up in {:.2} s, {} errors{}; server RSS {} -> {} KiB: {} KiB per connection (PSS: {} KiB); {} server threads",
+        r.established,
+        r.connections,
+        r.open_seconds,
+        r.errors,
+        r.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})")),
+        r.rss_before_kib.map_or("-".into(), |v| v.to_string()),
+        r.rss_after_kib.map_or("-".into(), |v| v.to_string()),
+        opt(r.rss_per_connection_kib, 2),
+        opt(r.pss_per_connection_kib, 2),
+        r.server_threads_after.map_or("-".into(), |v| v.to_string()),
+    );
+}
+
+fn print_admin(r: &admin::Report) {
+    println!(
+        "admin: {} requests, {} responses in {:.2} s (batch {}, window {}): {:.0} req/s{}",
+        r.requests,
+        r.responses,
+        r.seconds,
+        r.batch,
+        r.window,
+        r.per_sec,
+        r.error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (error: {e})"))
+    );
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (plan, json) = match cli.cmd {
+        Cmd::ServeTargets { threads } => {
+            return match runtime(threads).block_on(targets::serve_until_stdin_closes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("socks5d-loadgen serve-targets: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Table { files, baseline } => {
+            return match table::print(&files, baseline.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("socks5d-loadgen: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Handshake { common, hs } => (
+            Plan {
+                hs: Some(hs),
+                relay: None,
+                idle: None,
+                admin: None,
+                common: common.clone(),
+            },
+            common.json,
+        ),
+        Cmd::Relay { common, relay } => (
+            Plan {
+                hs: None,
+                relay: Some(relay),
+                idle: None,
+                admin: None,
+                common: common.clone(),
+            },
+            common.json,
+        ),
+        Cmd::Idle { common, idle } => (
+            Plan {
+                hs: None,
+                relay: None,
+                idle: Some(idle),
+                admin: None,
+                common: common.clone(),
+            },
+            common.json,
+        ),
+        Cmd::Admin { common, admin } => (
+            Plan {
+                hs: None,
+                relay: None,
+                idle: None,
+                admin: Some(admin),
+                common: common.clone(),
+            },
+            common.json,
+        ),
+        Cmd::All {
+            common,
+            hs,
+            relay,
+            idle,
+            admin,
+            skip,
+        } => {
+            let on = |k: &str| !skip.iter().any(|s| s == k);
+            (
+                Plan {
+                    hs: on("handshake").then_some(hs),
+                    relay: on("relay").then_some(relay),
+                    idle: on("idle").then_some(idle),
+                    admin: on("admin").then_some(admin),
+                    common: common.clone(),
+                },
+                common.json,
+            )
+        }
+    };
+    match runtime(plan.common.threads).block_on(execute(plan)) {
+        Ok(r) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("results serialize")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socks5d-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

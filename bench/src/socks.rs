@@ -1,0 +1,108 @@
+//! A minimal SOCKS5 client (RFC 1928 CONNECT, RFC 1929 username/password) in raw bytes, one
+//! step per round trip (no pipelining, so every server is measured on the same exchange).
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Username and password for RFC 1929.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    pub(crate) user: Vec<u8>,
+    pub(crate) pass: Vec<u8>,
+}
+
+impl std::str::FromStr for Credentials {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (u, p) = s.split_once(':').ok_or("expected USER:PASS")?;
+        if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
+            return Err("USER and PASS must be 1..=255 bytes".into());
+        }
+        Ok(Self {
+            user: u.as_bytes().to_vec(),
+            pass: p.as_bytes().to_vec(),
+        })
+    }
+}
+
+fn proto(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// Connects to `proxy`, authenticates and asks for a CONNECT to `target`. Returns the stream,
+/// ready to relay.
+pub(crate) async fn connect(
+    proxy: SocketAddr,
+    creds: Option<&Credentials>,
+    target: SocketAddr,
+) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.set_nodelay(true)?;
+    handshake(&mut s, creds, target).await?;
+    Ok(s)
+}
+
+/// Runs the SOCKS5 exchange on an open stream.
+pub(crate) async fn handshake(
+    s: &mut TcpStream,
+    creds: Option<&Credentials>,
+    target: SocketAddr,
+) -> io::Result<()> {
+    let method = if creds.is_some() { 0x02 } else { 0x00 };
+    s.write_all(&[0x05, 0x01, method]).await?;
+    let mut sel = [0u8; 2];
+    s.read_exact(&mut sel).await?;
+    if sel != [0x05, method] {
+        return Err(proto("method not accepted"));
+    }
+    if let Some(c) = creds {
+        let mut req = Vec::with_capacity(3 + c.user.len() + c.pass.len());
+        req.push(0x01);
+        req.push(c.user.len() as u8);
+        req.extend_from_slice(&c.user);
+        req.push(c.pass.len() as u8);
+        req.extend_from_slice(&c.pass);
+        s.write_all(&req).await?;
+        let mut rep = [0u8; 2];
+        s.read_exact(&mut rep).await?;
+        // RFC 1929 says VER 0x01; some servers answer 0x05. Only the status matters here.
+        if rep[1] != 0x00 {
+            return Err(proto("authentication failed"));
+        }
+    }
+    let mut req = Vec::with_capacity(22);
+    req.extend_from_slice(&[0x05, 0x01, 0x00]);
+    match target {
+        SocketAddr::V4(a) => {
+            req.push(0x01);
+            req.extend_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            req.push(0x04);
+            req.extend_from_slice(&a.ip().octets());
+        }
+    }
+    req.extend_from_slice(&target.port().to_be_bytes());
+    s.write_all(&req).await?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await?;
+    if head[0] != 0x05 || head[1] != 0x00 {
+        return Err(proto("CONNECT refused"));
+    }
+    let rest = match head[3] {
+        0x01 => 4 + 2,
+        0x04 => 16 + 2,
+        0x03 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l).await?;
+            l[0] as usize + 2
+        }
+        _ => return Err(proto("bad address type in reply")),
+    };
+    let mut skip = [0u8; 258];
+    s.read_exact(&mut skip[..rest]).await?;
+    Ok(())
+}

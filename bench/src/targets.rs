@@ -1,0 +1,172 @@
+//! The load generator's own loopback destinations.
+//!
+//! - echo: the first byte N (1..=255) is a count; the server writes back the next N bytes it
+//!   reads, then closes. The destination closes first so that the TIME_WAIT state lands on
+//!   the destination's listening port, not on an ephemeral port of the proxy: a proxy that
+//!   binds its outgoing sockets before connecting (Dante with `external:`) would otherwise run
+//!   out of ephemeral ports after a few thousand short connections.
+//! - bulk: the client sends a mode byte and a u64 length (network order). `U`: the client then
+//!   uploads that many bytes; once it has them all the server answers with the u64 count it
+//!   received. `D`: the server sends that many bytes and closes. No half-close is needed (some
+//!   proxies close both directions on the first EOF).
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Size of the buffers used to move bulk data.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+async fn bind() -> io::Result<TcpListener> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.set_reuseaddr(true)?;
+    sock.bind("127.0.0.1:0".parse().expect("literal address"))?;
+    sock.listen(4096)
+}
+
+/// Starts an echo server on 127.0.0.1; returns its address.
+pub(crate) async fn spawn_echo() -> io::Result<SocketAddr> {
+    let l = bind().await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(echo(s));
+        }
+    });
+    Ok(addr)
+}
+
+async fn echo(mut s: TcpStream) {
+    let _ = s.set_nodelay(true);
+    let mut count = [0u8; 1];
+    if s.read_exact(&mut count).await.is_err() {
+        return;
+    }
+    let mut left = usize::from(count[0]);
+    let mut buf = [0u8; 256];
+    while left > 0 {
+        match s.read(&mut buf[..left]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
+/// Starts the bulk sink/source on 127.0.0.1; returns its address.
+pub(crate) async fn spawn_bulk() -> io::Result<SocketAddr> {
+    let l = bind().await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = bulk(s).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn bulk(mut s: TcpStream) -> io::Result<()> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await?;
+    let len = u64::from_be_bytes(head[1..].try_into().expect("8 bytes"));
+    let mut buf = vec![0u8; CHUNK];
+    match head[0] {
+        b'U' => {
+            let mut got = 0u64;
+            while got < len {
+                let want = (len - got).min(CHUNK as u64) as usize;
+                let n = s.read(&mut buf[..want]).await?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            s.write_all(&got.to_be_bytes()).await?;
+            s.shutdown().await?;
+        }
+        b'D' => {
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                s.write_all(&buf[..n]).await?;
+                left -= n as u64;
+            }
+            s.shutdown().await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The destinations run in a child process (`socks5d-loadgen serve-targets`), so that the
+/// load generator's file-descriptor limit covers only its own client sockets: N idle proxied
+/// connections then need N descriptors here and N in the child instead of 2N in one process.
+pub(crate) struct Child {
+    _child: tokio::process::Child,
+    pub(crate) echo: SocketAddr,
+    pub(crate) bulk: SocketAddr,
+}
+
+/// Starts the child; it exits when its standard input closes (when this process exits) or
+/// when the returned handle is dropped.
+pub(crate) async fn spawn_child(threads: usize) -> io::Result<Child> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("serve-targets")
+        .arg("--threads")
+        .arg(threads.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let out = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let addr = |want: &str, line: Option<String>| -> io::Result<SocketAddr> {
+        line.as_deref()
+            .and_then(|l| l.strip_prefix(want))
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("serve-targets did not report {want}")))
+    };
+    let echo = addr("echo ", lines.next_line().await?)?;
+    let bulk = addr("bulk ", lines.next_line().await?)?;
+    Ok(Child {
+        _child: child,
+        echo,
+        bulk,
+    })
+}
+
+/// Body of `serve-targets`: serves until standard input reaches EOF.
+pub(crate) async fn serve_until_stdin_closes() -> io::Result<()> {
+    // Best effort: the hard limit may not be raisable (no CAP_SYS_RESOURCE).
+    let _ = crate::procfs::raise_nofile(1 << 20);
+    let echo = spawn_echo().await?;
+    let bulk = spawn_bulk().await?;
+    println!("echo {echo}");
+    println!("bulk {bulk}");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+    Ok(())
+}
