@@ -1,13 +1,12 @@
 //! Command line of the `socks5d` server (flags of the original's manual page, plus long forms
 //! and the settings the administration protocol can change later).
 
+use socks5d_cli::args::{DialectArg, TransportArg};
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use clap::{ArgAction, Parser, ValueEnum};
-use socks5d_core::admin::Dialect;
 use socks5d_core::state::{is_valid_password, is_valid_username, MAX_BUFFER_SIZE, MIN_BUFFER_SIZE};
-use socks5d_net::AdminTransport;
 
 /// A `user:pass` pair from the command line.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,49 +62,16 @@ fn parse_seconds(s: &str) -> Result<u8, String> {
     }
 }
 
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("not a level or tracing filter ({e})"))
+}
+
 fn parse_max_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("must be a positive whole number".into()),
-    }
-}
-
-/// Admin protocol dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DialectArg {
-    /// The draft specification (default).
-    Draft,
-    /// The final revision, as the original socks5d and its client speak it.
-    Final,
-}
-
-impl From<DialectArg> for Dialect {
-    fn from(d: DialectArg) -> Self {
-        match d {
-            DialectArg::Draft => Self::Draft,
-            DialectArg::Final => Self::Final,
-        }
-    }
-}
-
-/// Admin listener transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum TransportArg {
-    /// SCTP, or TCP on the same address and port if the kernel has no SCTP.
-    Auto,
-    /// SCTP only (fail if the kernel has no SCTP).
-    Sctp,
-    /// TCP only.
-    Tcp,
-}
-
-impl From<TransportArg> for AdminTransport {
-    fn from(t: TransportArg) -> Self {
-        match t {
-            TransportArg::Auto => Self::Auto,
-            TransportArg::Sctp => Self::Sctp,
-            TransportArg::Tcp => Self::Tcp,
-        }
     }
 }
 
@@ -202,7 +168,7 @@ pub(crate) struct Cli {
 
     /// Diagnostics on stderr: error, warn, info, debug or trace (or a tracing filter such as
     /// "socks5d_tokio=debug"). RUST_LOG is used when this is not given.
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     pub(crate) log_level: Option<String>,
 
     /// Most SOCKS client connections served at once; more wait until one closes. Default:
@@ -273,6 +239,14 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{bad}");
         }
         assert!(!format!("{:?}", c.users[0]).contains("b:c"));
+    }
+
+    #[test]
+    fn bad_log_level_is_a_usage_error() {
+        let e = Cli::try_parse_from(["socks5d", "--log-level", "foo=bar=baz"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let ok = Cli::try_parse_from(["socks5d", "--log-level", "socks5d_tokio=debug"]).unwrap();
+        assert_eq!(ok.log_level.as_deref(), Some("socks5d_tokio=debug"));
     }
 
     #[test]

@@ -83,10 +83,8 @@ fn max_connections(asked: Option<usize>) -> usize {
 fn init_tracing(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
-        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
-            eprintln!("socks5d: bad --log-level {l:?} ({e}); using info");
-            EnvFilter::new("info")
-        }),
+        // Checked when the command line was parsed.
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     tracing_subscriber::fmt()

@@ -1,9 +1,9 @@
 //! Command line of `socks5ctl`.
 
+use socks5d_cli::args::{DialectArg, TransportArg};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use socks5d_core::admin::Dialect;
 
 const EXAMPLES: &str = "\
 Credentials (an administrator of the server), in this order of preference:
@@ -177,35 +177,6 @@ pub(crate) enum OnOff {
     On,
     /// Disable.
     Off,
-}
-
-/// Admin protocol dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DialectArg {
-    /// The draft specification (the server's default).
-    Draft,
-    /// The final revision, as the original socks5d speaks it.
-    Final,
-}
-
-impl From<DialectArg> for Dialect {
-    fn from(d: DialectArg) -> Self {
-        match d {
-            DialectArg::Draft => Self::Draft,
-            DialectArg::Final => Self::Final,
-        }
-    }
-}
-
-/// Transport to the administration service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum TransportArg {
-    /// SCTP, or TCP if this kernel has no SCTP.
-    Auto,
-    /// SCTP only.
-    Sctp,
-    /// TCP only.
-    Tcp,
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

@@ -11,8 +11,8 @@ use socks5d_core::admin::msg::{AdminRequest, AdminResponse};
 use socks5d_core::admin::Dialect;
 use socks5d_core::{DecodeError, UserPassReply, UserPassRequest};
 
-use crate::cli::TransportArg;
 use crate::Failure;
+use socks5d_cli::args::TransportArg;
 
 /// The transport actually used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
