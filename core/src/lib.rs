@@ -83,6 +83,9 @@
 pub mod admin;
 mod codec;
 pub mod error;
+/// UNSTABLE: for the fuzz crate and tests.
+#[cfg(feature = "_test_exports")]
+pub mod fuzzing;
 pub mod logfmt;
 pub mod sniff;
 pub mod socks5;

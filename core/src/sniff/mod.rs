@@ -157,9 +157,29 @@ impl Sniffer {
         match self.proto {
             Proto::Done => {}
             Proto::Undetected => self.feed_undetected(dir, data),
-            _ => {
-                self.pump(dir, data);
-                self.settle();
+            _ => self.pump_settled(dir, data),
+        }
+    }
+
+    /// Pumps `data` and settles. While the other direction is held back waiting for this one,
+    /// `data` goes one line at a time, so that held-back replies are matched as each command
+    /// is seen, as they would be had `data` arrived in smaller pieces (else a large write of
+    /// pipelined commands could pass the pending-command bound first).
+    fn pump_settled(&mut self, dir: Dir, mut data: &[u8]) {
+        loop {
+            let other_stalled = match dir {
+                Dir::Client => self.server.stalled,
+                Dir::Server => self.client.stalled,
+            };
+            let cut = match find_lf(data) {
+                Some(pos) if other_stalled => pos + 1,
+                _ => data.len(),
+            };
+            self.pump(dir, &data[..cut]);
+            self.settle();
+            data = &data[cut..];
+            if data.is_empty() || self.proto.machine().is_none() {
+                return;
             }
         }
     }
@@ -243,8 +263,7 @@ impl Sniffer {
                         Dir::Server => &mut self.server,
                     };
                     let kept = std::mem::take(&mut side.buf);
-                    self.pump(d, &kept);
-                    self.settle();
+                    self.pump_settled(d, &kept);
                 }
                 if taken < data.len() {
                     self.feed(dir, &data[taken..]);

@@ -872,3 +872,26 @@ fn mutated_transcripts_never_panic_and_stay_bounded() {
         assert!(got.len() <= MAX_QUEUED);
     }
 }
+
+/// Found by fuzzing (`sniffer`): replies that arrive before their commands are held back, and
+/// must be matched as each command is seen, whatever the size of the client's write. A write
+/// with more than [`MAX_PENDING`] pipelined commands made the sniffer give up (losing the
+/// credentials) when fed whole, but not when fed line by line.
+#[test]
+fn held_back_replies_match_commands_of_one_large_write() {
+    let mut server = b"220 hi\r\n".to_vec();
+    let mut client = Vec::new();
+    for _ in 0..MAX_PENDING {
+        server.extend_from_slice(b"200 ok\r\n");
+        client.extend_from_slice(b"NOOP\r\n");
+    }
+    server.extend_from_slice(b"331 pw\r\n230 ok\r\n");
+    client.extend_from_slice(b"USER anna\r\nPASS pw1\r\n");
+    let want = [cred(Protocol::Ftp, "anna", "pw1")];
+    let (got, done) = run(21, &[(S, &server[..]), (C, &client[..])]);
+    assert_eq!((&got[..], done), (&want[..], true), "client write whole");
+    let lines: Vec<(Dir, &[u8])> = std::iter::once((S, &server[..]))
+        .chain(client.split_inclusive(|&b| b == b'\n').map(|l| (C, l)))
+        .collect();
+    assert_eq!(run(21, &lines).0, want, "client write line by line");
+}

@@ -1,0 +1,1500 @@
+//! UNSTABLE: for the fuzz crate and tests.
+//!
+//! One function per fuzz target. Each takes the raw fuzzer input (`&[u8]`), so that the fuzz
+//! crate's targets are one line each and `tests/` can replay `fuzz/corpus/*` on a stable
+//! toolchain. Every body checks invariants, not only the absence of panics:
+//!
+//! - parsers: whatever decodes consumed exactly one message, re-encodes to the very bytes it
+//!   was decoded from (every message of these protocols has one encoding), and decodes back to
+//!   the same value; every strict prefix of it is partial; a partial input is shorter than the
+//!   longest message; `Ok(None)` and `Err` leave the input untouched; `check` agrees with
+//!   `decode`. The same input is also read as an [`Arbitrary`] value, which must survive an
+//!   encode/decode round trip.
+//! - sessions: the input is a [`Script`] (a byte stream, how to cut it into reads, and when
+//!   time passes). The transcript (bytes sent, events, input left unread) is the same however
+//!   the stream is cut; what the session sends is well-formed, answers only messages it
+//!   received, and stays within a fixed bound.
+//!
+//! A failed check panics, which is what a fuzzer reports.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::{Bytes, BytesMut};
+
+use crate::admin::msg::{
+    AdminRequest, AdminResponse, ListedUser, Modify, ModifyCmd, Query, RequestType, ValueCmd,
+};
+use crate::admin::{self, AdminSession, Dialect, Framing};
+use crate::codec::{UserPassReply, UserPassRequest};
+use crate::error::{CloseReason, DecodeError};
+use crate::sniff::{Credential, Sniffer, MAX_QUEUED};
+use crate::socks5::{
+    self, Greeting, Method, MethodSelection, ReplyCode, Request, Socks5Handshake, TargetAddr,
+};
+use crate::state::{Config, ConnKind, Mutation, Privilege, State, HANDSHAKE_TIMEOUT};
+
+// ---------------------------------------------------------------------------------------------
+// Parsers
+// ---------------------------------------------------------------------------------------------
+
+type DecodeFn<'f, M> = &'f dyn Fn(&mut BytesMut) -> Result<Option<M>, DecodeError>;
+type CheckFn<'f> = &'f dyn Fn(&[u8]) -> Result<Option<usize>, DecodeError>;
+
+/// One message type under test: how to decode, encode and frame it, and its longest encoding.
+struct Codec<'f, M> {
+    name: &'static str,
+    decode: DecodeFn<'f, M>,
+    encode: &'f dyn Fn(&M, &mut BytesMut),
+    check: Option<CheckFn<'f>>,
+    max_len: usize,
+}
+
+impl<M: PartialEq + std::fmt::Debug> Codec<'_, M> {
+    /// Decodes `data` and checks everything the module docs promise for parsers.
+    fn check_bytes(&self, data: &[u8]) {
+        let name = self.name;
+        let mut src = BytesMut::from(data);
+        let decoded = (self.decode)(&mut src);
+        let consumed = data.len() - src.len();
+        if let Some(check) = self.check {
+            let framed = check(data);
+            match (&decoded, framed) {
+                (Ok(Some(_)), Ok(Some(n))) => assert_eq!(n, consumed, "{name}: check vs decode"),
+                (Ok(None), Ok(None)) => {}
+                (Err(a), Err(b)) => assert_eq!(*a, b, "{name}: check vs decode error"),
+                (d, c) => panic!("{name}: decode gave {d:?}, check gave {c:?}"),
+            }
+        }
+        let msg = match decoded {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                assert_eq!(
+                    &src[..],
+                    data,
+                    "{name}: Ok(None) must leave the input untouched"
+                );
+                assert!(
+                    data.len() < self.max_len,
+                    "{name}: {} bytes are still partial, longest message is {}",
+                    data.len(),
+                    self.max_len
+                );
+                return;
+            }
+            Err(_) => {
+                assert_eq!(&src[..], data, "{name}: Err must leave the input untouched");
+                return;
+            }
+        };
+        assert!(
+            (1..=self.max_len).contains(&consumed),
+            "{name}: consumed {consumed} bytes"
+        );
+        let frame = &data[..consumed];
+        let mut enc = BytesMut::new();
+        (self.encode)(&msg, &mut enc);
+        assert_eq!(
+            &enc[..],
+            frame,
+            "{name}: {msg:?} must re-encode to its bytes"
+        );
+        self.check_value(&msg);
+        // Every strict prefix (a sample of them for long messages: a user list can be 64 KiB).
+        let stride = consumed / 512 + 1;
+        for i in (0..consumed).step_by(stride) {
+            let mut prefix = BytesMut::from(&frame[..i]);
+            assert_eq!(
+                (self.decode)(&mut prefix),
+                Ok(None),
+                "{name}: strict prefix {i} of {frame:02x?} must be partial"
+            );
+        }
+    }
+
+    /// Checks that `msg` encodes to one complete message that decodes back to `msg`.
+    fn check_value(&self, msg: &M) {
+        let name = self.name;
+        let mut enc = BytesMut::new();
+        (self.encode)(msg, &mut enc);
+        assert!(
+            enc.len() <= self.max_len,
+            "{name}: {msg:?} encodes too long"
+        );
+        let len = enc.len();
+        enc.extend_from_slice(b"\x00tail");
+        let mut src = enc.clone();
+        let back = (self.decode)(&mut src);
+        assert!(
+            matches!(&back, Ok(Some(m)) if m == msg),
+            "{name}: {msg:?} decoded as {back:?}"
+        );
+        assert_eq!(
+            &src[..],
+            b"\x00tail",
+            "{name}: decode must consume one message"
+        );
+        if let Some(check) = self.check {
+            assert_eq!(check(&enc), Ok(Some(len)), "{name}: check of {msg:?}");
+        }
+    }
+}
+
+/// Reads the start of `data` as an arbitrary `M` (with the same input the byte-level checks
+/// use) and checks it round-trips.
+fn check_arbitrary<'a, M: Arbitrary<'a> + PartialEq + std::fmt::Debug>(
+    codec: &Codec<'_, M>,
+    data: &'a [u8],
+) {
+    if let Ok(msg) = M::arbitrary(&mut Unstructured::new(data)) {
+        codec.check_value(&msg);
+    }
+}
+
+fn greeting_codec() -> Codec<'static, Greeting> {
+    Codec {
+        name: "Greeting",
+        decode: &Greeting::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&Greeting::check),
+        max_len: Greeting::MAX_LEN,
+    }
+}
+
+fn method_selection_codec() -> Codec<'static, MethodSelection> {
+    Codec {
+        name: "MethodSelection",
+        decode: &MethodSelection::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&MethodSelection::check),
+        max_len: MethodSelection::LEN,
+    }
+}
+
+fn userpass_codec() -> Codec<'static, UserPassRequest> {
+    Codec {
+        name: "UserPassRequest",
+        decode: &UserPassRequest::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&UserPassRequest::check),
+        max_len: UserPassRequest::MAX_LEN,
+    }
+}
+
+fn userpass_reply_codec() -> Codec<'static, UserPassReply> {
+    Codec {
+        name: "UserPassReply",
+        decode: &UserPassReply::decode,
+        encode: &|m, b| m.encode(b),
+        check: None,
+        max_len: UserPassReply::LEN,
+    }
+}
+
+fn request_codec() -> Codec<'static, Request> {
+    Codec {
+        name: "Request",
+        decode: &Request::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&Request::check),
+        max_len: Request::MAX_LEN,
+    }
+}
+
+fn reply_codec() -> Codec<'static, socks5::Reply> {
+    Codec {
+        name: "Reply",
+        decode: &socks5::Reply::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&socks5::Reply::check),
+        max_len: socks5::Reply::MAX_LEN,
+    }
+}
+
+/// Fuzz body `socks5_greeting`: the SOCKS5 greeting (client) and method selection (server).
+pub fn socks5_greeting(data: &[u8]) {
+    let (g, m) = (greeting_codec(), method_selection_codec());
+    g.check_bytes(data);
+    m.check_bytes(data);
+    check_arbitrary(&g, data);
+    check_arbitrary(&m, data);
+}
+
+/// Fuzz body `socks5_userpass`: the RFC 1929 request and reply (also the admin
+/// authentication messages).
+pub fn socks5_userpass(data: &[u8]) {
+    let (q, r) = (userpass_codec(), userpass_reply_codec());
+    q.check_bytes(data);
+    r.check_bytes(data);
+    check_arbitrary(&q, data);
+    check_arbitrary(&r, data);
+}
+
+/// Fuzz body `socks5_request`: the SOCKS5 request (client) and reply (server).
+pub fn socks5_request(data: &[u8]) {
+    let (q, r) = (request_codec(), reply_codec());
+    q.check_bytes(data);
+    r.check_bytes(data);
+    check_arbitrary(&q, data);
+    check_arbitrary(&r, data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session scripts
+// ---------------------------------------------------------------------------------------------
+
+/// One read of a [`Script`]: how many stream bytes arrive, how much time passes before they
+/// do, and what else happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub struct Step {
+    /// Bytes of the stream delivered by this read (fewer if the stream runs out).
+    pub len: u16,
+    /// Milliseconds that pass before this read (the session's timers are fired first).
+    pub tick_ms: u16,
+    /// Bit flags, meaning per session: see each session body.
+    pub action: u8,
+}
+
+/// The fixed part of a [`Script`], decoded with [`Arbitrary`] from the front of the input.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+struct Head {
+    options: u8,
+    steps: Vec<Step>,
+}
+
+/// A session script: a byte stream from the peer, how to cut it into reads, and when time
+/// passes. The fuzzer input is an [`Arbitrary`] head (options, steps) followed by the raw
+/// stream, so that the fuzzer mutates protocol bytes directly; [`Script::to_fuzz_input`] is
+/// the inverse, used to write seeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Bit flags, meaning per session: see each session body.
+    pub options: u8,
+    /// The reads, in order. Stream bytes left after the last step arrive in one final read.
+    pub steps: Vec<Step>,
+    /// Everything the peer sends.
+    pub stream: Vec<u8>,
+}
+
+impl Script {
+    /// At most this many steps are used (the rest are ignored).
+    pub const MAX_STEPS: usize = 256;
+
+    /// Reads a script from fuzzer input; never fails (missing parts are empty).
+    pub fn from_fuzz_input(data: &[u8]) -> Self {
+        let mut u = Unstructured::new(data);
+        let head = Head::arbitrary(&mut u).unwrap_or(Head {
+            options: 0,
+            steps: Vec::new(),
+        });
+        let stream = u.take_rest().to_vec();
+        Self {
+            options: head.options,
+            steps: head.steps,
+            stream,
+        }
+    }
+
+    /// Returns the fuzzer input that [`from_fuzz_input`](Self::from_fuzz_input) reads as this
+    /// script (the encoding of `arbitrary` 1.x: integers little-endian, each `Vec` element
+    /// preceded by a `1` byte and the list ended by a `0` byte).
+    pub fn to_fuzz_input(&self) -> Vec<u8> {
+        let mut out = vec![self.options];
+        for s in &self.steps {
+            out.push(1);
+            out.extend_from_slice(&s.len.to_le_bytes());
+            out.extend_from_slice(&s.tick_ms.to_le_bytes());
+            out.push(s.action);
+        }
+        out.push(0);
+        out.extend_from_slice(&self.stream);
+        out
+    }
+
+    /// Returns the steps used (at most [`MAX_STEPS`](Self::MAX_STEPS)).
+    fn used_steps(&self) -> &[Step] {
+        &self.steps[..self.steps.len().min(Self::MAX_STEPS)]
+    }
+
+    /// Cuts the stream into one read per step plus a final read with the rest (possibly
+    /// empty).
+    pub fn chunks(&self) -> Vec<&[u8]> {
+        let mut rest = &self.stream[..];
+        let mut out = Vec::with_capacity(self.used_steps().len() + 1);
+        for s in self.used_steps() {
+            let (a, b) = rest.split_at(usize::from(s.len).min(rest.len()));
+            out.push(a);
+            rest = b;
+        }
+        out.push(rest);
+        out
+    }
+}
+
+/// A fixed epoch for the scripts. Only differences of instants matter to the sessions, so
+/// which instant this is changes nothing.
+#[allow(clippy::disallowed_methods)] // the one clock read: the sessions never see it
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The users every session script's [`State`] starts with: (name, password, privilege).
+pub const SCRIPT_USERS: [(&[u8], &[u8], Privilege); 3] = [
+    (b"admin", b"secret", Privilege::Admin),
+    (b"bob", b"hunter2", Privilege::User),
+    (b"root", b"toor", Privilege::Admin),
+];
+
+/// Returns a fresh [`State`] with the [`SCRIPT_USERS`].
+pub fn script_state(allow_anonymous: bool) -> Arc<State> {
+    let state = Arc::new(State::new(
+        epoch(),
+        &Config {
+            allow_anonymous,
+            ..Config::default()
+        },
+    ));
+    for (name, password, privilege) in SCRIPT_USERS {
+        let m = Mutation::AddUser {
+            name: Bytes::from_static(name),
+            password: Bytes::from_static(password),
+            privilege,
+        };
+        assert_eq!(state.apply(None, &m), crate::state::Outcome::Applied);
+    }
+    state
+}
+
+// ---------------------------------------------------------------------------------------------
+// SOCKS5 session
+// ---------------------------------------------------------------------------------------------
+
+/// What a [`Socks5Handshake`] did over a whole script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Socks5Transcript {
+    out: Vec<u8>,
+    events: Vec<socks5::Event>,
+    /// Input the session left unread.
+    unread: Vec<u8>,
+}
+
+/// Options of the SOCKS5 script, from [`Script::options`].
+#[derive(Debug, Clone, Copy)]
+struct Socks5Options {
+    anonymous: bool,
+    eof_at_end: bool,
+    result: Result<SocketAddr, ReplyCode>,
+}
+
+impl Socks5Options {
+    fn new(bits: u8) -> Self {
+        let result = match bits >> 4 {
+            0 => Ok(SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).into(), 40000)),
+            1 => Ok(SocketAddr::new(
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7).into(),
+                443,
+            )),
+            code => Err(ReplyCode::from_u8(code - 2).unwrap_or(ReplyCode::GeneralFailure)),
+        };
+        Self {
+            anonymous: bits & 1 != 0,
+            eof_at_end: bits & 2 != 0,
+            result,
+        }
+    }
+}
+
+/// Drives one [`Socks5Handshake`] and checks its per-call invariants.
+struct Socks5Driver {
+    s: Socks5Handshake,
+    conn: crate::state::Connection,
+    input: BytesMut,
+    t: Socks5Transcript,
+    t0: Instant,
+}
+
+impl Socks5Driver {
+    fn new(anonymous: bool) -> Self {
+        let t0 = epoch();
+        let conn = script_state(anonymous).open(ConnKind::Proxy, t0);
+        Self {
+            s: Socks5Handshake::new(t0),
+            conn,
+            input: BytesMut::new(),
+            t: Socks5Transcript {
+                out: Vec::new(),
+                events: Vec::new(),
+                unread: Vec::new(),
+            },
+            t0,
+        }
+    }
+
+    fn connect_pending(&self) -> bool {
+        let connects = self
+            .t
+            .events
+            .iter()
+            .filter(|e| matches!(e, socks5::Event::Connect { .. }))
+            .count();
+        let replied = self
+            .t
+            .events
+            .iter()
+            .any(|e| matches!(e, socks5::Event::Replied { .. }));
+        connects == 1 && !replied && !self.s.is_done()
+    }
+
+    /// Drains outputs and checks what holds after every call.
+    fn drain(&mut self) {
+        let was_done = self.t.events.iter().any(|e| {
+            matches!(
+                e,
+                socks5::Event::Closed { .. } | socks5::Event::Established { .. }
+            )
+        });
+        let (n_out, n_ev) = (self.t.out.len(), self.t.events.len());
+        while let Some(b) = self.s.poll_transmit() {
+            assert!(!b.is_empty(), "poll_transmit returned empty bytes");
+            self.t.out.extend_from_slice(&b);
+        }
+        while let Some(e) = self.s.poll_event() {
+            self.t.events.push(e);
+        }
+        if was_done {
+            assert_eq!(
+                (self.t.out.len(), self.t.events.len()),
+                (n_out, n_ev),
+                "a done session must stay silent"
+            );
+        }
+        // Bounded: a method selection, an RFC 1929 reply and one reply; at most four events.
+        assert!(self.t.out.len() <= 2 + 2 + socks5::Reply::MAX_IP_LEN);
+        assert!(self.t.events.len() <= 4, "{:?}", self.t.events);
+        let closed = self
+            .t
+            .events
+            .iter()
+            .position(|e| matches!(e, socks5::Event::Closed { .. }));
+        if let Some(i) = closed {
+            assert_eq!(i, self.t.events.len() - 1, "Closed must be the last event");
+        }
+        let established = self
+            .t
+            .events
+            .iter()
+            .any(|e| matches!(e, socks5::Event::Established { .. }));
+        assert_eq!(self.s.is_closed(), closed.is_some());
+        assert_eq!(self.s.is_established(), established);
+        assert!(!(self.s.is_closed() && established));
+        assert_eq!(self.s.is_done(), self.s.is_closed() || established);
+        let deadline = (!self.s.is_done()).then(|| self.t0 + HANDSHAKE_TIMEOUT);
+        assert_eq!(self.s.poll_timeout(), deadline);
+        if !self.s.is_done() {
+            // Partial messages are bounded by the longest message; once the request is in,
+            // everything goes to the early-data buffer.
+            if self.connect_pending() {
+                assert!(self.input.is_empty(), "early data must be taken");
+            } else {
+                assert!(self.input.len() < UserPassRequest::MAX_LEN);
+            }
+        }
+    }
+
+    fn feed(&mut self, now: Instant, chunk: &[u8]) {
+        self.input.extend_from_slice(chunk);
+        let before = self.input.clone();
+        let done = self.s.is_done();
+        self.s.handle_input(now, &mut self.input, &self.conn);
+        if done {
+            assert_eq!(
+                self.input, before,
+                "a done session must leave input untouched"
+            );
+        }
+        self.drain();
+    }
+
+    fn result(&mut self, now: Instant, r: Result<SocketAddr, ReplyCode>) {
+        self.s.handle_connect_result(now, r);
+        self.drain();
+    }
+
+    fn finish(mut self, opts: Socks5Options, now: Instant) -> Socks5Transcript {
+        if self.connect_pending() {
+            self.result(now, opts.result);
+        }
+        if opts.eof_at_end {
+            self.s.handle_eof(now);
+            self.drain();
+        }
+        self.t.unread = self.input.to_vec();
+        self.t
+    }
+}
+
+/// Runs the script's stream cut into `chunks` with the clock stopped, then the connect result
+/// (if a `Connect` is pending) and the EOF (if asked for).
+fn socks5_frozen(opts: Socks5Options, chunks: &[&[u8]]) -> Socks5Transcript {
+    let mut d = Socks5Driver::new(opts.anonymous);
+    let t0 = d.t0;
+    for c in chunks {
+        d.feed(t0, c);
+    }
+    d.finish(opts, t0)
+}
+
+/// Checks a transcript against the stream the client sent: what the server sent is a
+/// well-formed sequence of server messages, each answering a client message that was
+/// received, consistent with the events and with the users the state knows.
+///
+/// `complete`: the session saw the whole stream before any timeout or EOF, so every complete
+/// client message must have been answered.
+fn socks5_check_transcript(
+    opts: Socks5Options,
+    stream: &[u8],
+    t: &Socks5Transcript,
+    complete: bool,
+) {
+    let mut out = BytesMut::from(&t.out[..]);
+    let mut rest = stream;
+    let events = &t.events;
+    let closed_reason = events.iter().find_map(|e| match e {
+        socks5::Event::Closed { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    // Greeting -> method selection.
+    let Some(selection) = MethodSelection::decode(&mut out).expect("method selection") else {
+        assert!(
+            out.is_empty(),
+            "server sent {:02x?} without a selection",
+            t.out
+        );
+        if let (true, Ok(Some(_))) = (complete, Greeting::check(rest)) {
+            panic!("a complete greeting went unanswered: {events:?}");
+        }
+        return;
+    };
+    let glen = Greeting::check(rest)
+        .ok()
+        .flatten()
+        .expect("a selection answers a complete greeting");
+    let methods = &rest[2..glen];
+    rest = &rest[glen..];
+    let expected = if methods.contains(&Method::USER_PASS.0) {
+        Method::USER_PASS
+    } else if methods.contains(&Method::NO_AUTH.0) && opts.anonymous {
+        Method::NO_AUTH
+    } else {
+        Method::NO_ACCEPTABLE
+    };
+    assert_eq!(selection.method, expected, "selection for {methods:02x?}");
+    if expected == Method::NO_ACCEPTABLE {
+        assert!(out.is_empty());
+        assert!(matches!(closed_reason, Some(CloseReason::Peer(_))));
+        return;
+    }
+    // RFC 1929.
+    if expected == Method::USER_PASS {
+        let Some(reply) = UserPassReply::decode(&mut out).expect("RFC 1929 reply") else {
+            assert!(out.is_empty());
+            assert!(
+                !complete || matches!(UserPassRequest::check(rest), Ok(None)),
+                "an authentication request went unanswered"
+            );
+            return;
+        };
+        let ok = match UserPassRequest::check(rest) {
+            Ok(Some(n)) => {
+                let ulen = usize::from(rest[1]);
+                let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
+                rest = &rest[n..];
+                SCRIPT_USERS
+                    .iter()
+                    .any(|(u, p, _)| *u == user && *p == password)
+            }
+            Ok(None) => panic!("an RFC 1929 reply to an incomplete request"),
+            Err(_) => false,
+        };
+        assert_eq!(reply.status, u8::from(!ok), "RFC 1929 status");
+        if !ok {
+            assert!(out.is_empty());
+            assert!(closed_reason.is_some());
+            return;
+        }
+    }
+    // Request -> reply.
+    let connect = events.iter().find_map(|e| match e {
+        socks5::Event::Connect { target } => Some(target.clone()),
+        _ => None,
+    });
+    let replied = events.iter().find_map(|e| match e {
+        socks5::Event::Replied { target, code } => Some((target.clone(), *code)),
+        _ => None,
+    });
+    let Some(reply) = socks5::Reply::decode(&mut out).expect("SOCKS5 reply") else {
+        assert!(out.is_empty());
+        assert!(replied.is_none(), "Replied without a reply");
+        if complete && connect.is_none() {
+            assert!(
+                matches!(Request::check(rest), Ok(None)),
+                "a request went unanswered"
+            );
+        }
+        return;
+    };
+    assert!(out.is_empty(), "bytes after the reply: {:02x?}", &out[..]);
+    let request_len = match Request::check(rest) {
+        Ok(Some(n)) => Some(n),
+        Ok(None) => panic!("a reply to an incomplete request"),
+        Err(_) => None,
+    };
+    if let Some((_, code)) = &replied {
+        assert_eq!(reply.code, *code, "Replied carries the code sent");
+    }
+    if let Some(target) = &connect {
+        assert_eq!(Some(target), replied.as_ref().map(|r| &r.0));
+    }
+    if reply.code == ReplyCode::Succeeded {
+        let n = request_len.expect("success answers a complete request");
+        let target = connect.expect("success follows Connect");
+        let req = Request::decode(&mut BytesMut::from(rest)).expect("a connect request");
+        assert_eq!(req.map(|r| r.target), Some(target));
+        assert_eq!(Ok(reply.bound), opts.result.map(TargetAddr::Ip));
+        let leftover = events.iter().find_map(|e| match e {
+            socks5::Event::Established { leftover } => Some(leftover.clone()),
+            _ => None,
+        });
+        let leftover = leftover.expect("Established after success");
+        let mut after = leftover.to_vec();
+        after.extend_from_slice(&t.unread);
+        assert_eq!(
+            after,
+            &rest[n..],
+            "leftover and unread input are what follows the request"
+        );
+    } else {
+        assert!(closed_reason.is_some(), "a failure reply closes");
+    }
+}
+
+/// Fuzz body `socks5_session`: a [`Socks5Handshake`] run by a [`Script`].
+///
+/// `options`: bit 0 allows anonymous use; bit 1 sends EOF at the end; bits 4..8 choose the
+/// dial outcome (0: IPv4 local address, 1: IPv6, n ≥ 2: failure with reply code n - 2).
+/// `Step::action`: bit 0 delivers the dial outcome after the read (if a `Connect` is
+/// pending); bit 1 sends EOF after the read.
+///
+/// Checks: with the clock stopped, the transcript is the same for the script's cuts, one
+/// read, and one read per byte; with the script's clock and actions every per-call invariant
+/// holds (bounded output, `Closed` last, silence once done, timers armed exactly while the
+/// handshake runs) and the output is well-formed and answers only what was received; when
+/// the script's clock and actions cannot matter, that run equals the frozen one.
+pub fn socks5_session(data: &[u8]) {
+    let script = Script::from_fuzz_input(data);
+    let opts = Socks5Options::new(script.options);
+    let chunks = script.chunks();
+
+    let frozen = socks5_frozen(opts, &chunks);
+    socks5_check_transcript(opts, &script.stream, &frozen, true);
+    assert_eq!(
+        frozen,
+        socks5_frozen(opts, &[&script.stream]),
+        "one read vs the script's reads"
+    );
+    if script.stream.len() <= 4096 {
+        let bytes: Vec<&[u8]> = script.stream.chunks(1).collect();
+        assert_eq!(frozen, socks5_frozen(opts, &bytes), "one read per byte");
+    }
+
+    // The script's clock and actions.
+    let mut d = Socks5Driver::new(opts.anonymous);
+    let mut now = d.t0;
+    let mut plain = true;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let step = script.used_steps().get(i).copied().unwrap_or(Step {
+            len: 0,
+            tick_ms: 0,
+            action: 0,
+        });
+        now += Duration::from_millis(u64::from(step.tick_ms));
+        d.s.handle_timeout(now);
+        d.drain();
+        if now >= d.t0 + HANDSHAKE_TIMEOUT {
+            assert!(d.s.is_done(), "the handshake timer must have fired");
+            plain = false;
+        }
+        d.feed(now, chunk);
+        if step.action & 1 != 0 && d.connect_pending() {
+            d.result(now, opts.result);
+            plain = false;
+        }
+        if step.action & 2 != 0 {
+            d.s.handle_eof(now);
+            d.drain();
+            plain = false;
+        }
+    }
+    let timed = d.finish(opts, now);
+    socks5_check_transcript(opts, &script.stream, &timed, false);
+    if plain {
+        assert_eq!(timed, frozen, "the clock and no actions must not matter");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin protocol: messages
+// ---------------------------------------------------------------------------------------------
+
+fn dialect_of(bit: u8) -> Dialect {
+    if bit & 1 == 0 {
+        Dialect::Draft
+    } else {
+        Dialect::Final
+    }
+}
+
+fn admin_request_codec() -> Codec<'static, AdminRequest> {
+    Codec {
+        name: "AdminRequest",
+        decode: &AdminRequest::decode,
+        encode: &|m, b| m.encode(b),
+        check: Some(&AdminRequest::check),
+        max_len: AdminRequest::MAX_LEN,
+    }
+}
+
+/// Returns a request that `resp` can answer (any, for the error replies).
+fn request_answered_by(resp: &AdminResponse) -> AdminRequest {
+    match resp {
+        AdminResponse::Users(_) => AdminRequest::Query(Query::ListUsers),
+        AdminResponse::Value { cmd, .. } => AdminRequest::Query(match cmd {
+            ValueCmd::HistoricConnections => Query::HistoricConnections,
+            ValueCmd::CurrentConnections => Query::CurrentConnections,
+            ValueCmd::MaxConcurrentConnections => Query::MaxConcurrentConnections,
+            ValueCmd::BytesSent => Query::BytesSent,
+            ValueCmd::BytesReceived => Query::BytesReceived,
+            ValueCmd::UsersConnected => Query::UsersConnected,
+            ValueCmd::UserCount => Query::UserCount,
+            ValueCmd::BufferSize => Query::BufferSize,
+            ValueCmd::SelectorTimeout => Query::SelectorTimeout,
+            ValueCmd::ConnectionTimeout(d) => Query::ConnectionTimeout(*d),
+            ValueCmd::UserConnections(d) => Query::UserConnections {
+                cmd: *d,
+                name: Bytes::from_static(b"u"),
+            },
+        }),
+        AdminResponse::Status { cmd, .. } => AdminRequest::Modify(match cmd {
+            ModifyCmd::AddUser => Modify::AddUser {
+                name: Bytes::from_static(b"u"),
+                password: Bytes::from_static(b"p"),
+                privilege: 0,
+            },
+            ModifyCmd::RemoveUser => Modify::RemoveUser {
+                name: Bytes::from_static(b"u"),
+            },
+            ModifyCmd::SetSniffing => Modify::SetSniffing(1),
+            ModifyCmd::SetCleanup => Modify::SetCleanup(1),
+            ModifyCmd::SetBufferSize => Modify::SetBufferSize(50),
+            ModifyCmd::SetSelectorTimeout => Modify::SetSelectorTimeout(1),
+            ModifyCmd::SetConnectionTimeout => Modify::SetConnectionTimeout(1),
+        }),
+        AdminResponse::InvalidCommand {
+            ty: RequestType::Modify,
+        } => AdminRequest::Modify(Modify::SetCleanup(1)),
+        AdminResponse::InvalidType
+        | AdminResponse::InvalidCommand { .. }
+        | AdminResponse::QueryError { .. } => AdminRequest::Query(Query::UserCount),
+    }
+}
+
+/// Returns what `resp` decodes as after being encoded in `dialect`: values saturate to their
+/// field, user lists stop at 255 entries and carry a privilege in the final dialect only.
+fn admin_response_on_wire(resp: &AdminResponse, dialect: Dialect) -> AdminResponse {
+    match resp {
+        AdminResponse::Value { cmd, value } => {
+            let width = cmd.width(dialect);
+            let max = if width == 8 {
+                u64::MAX
+            } else {
+                (1 << (8 * width)) - 1
+            };
+            AdminResponse::Value {
+                cmd: *cmd,
+                value: (*value).min(max),
+            }
+        }
+        AdminResponse::Users(users) => AdminResponse::Users(
+            users
+                .iter()
+                .take(255)
+                .map(|u| ListedUser {
+                    name: u.name.clone(),
+                    privilege: match dialect {
+                        Dialect::Draft => None,
+                        Dialect::Final => Some(u.privilege.unwrap_or(Privilege::User)),
+                    },
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Fuzz body `admin_request`: admin requests, and responses in the dialect chosen by bit 0 of
+/// the first byte. The rest of the input is decoded as a request; the bytes after that request
+/// as its response. The input read as an arbitrary request and an arbitrary response must
+/// round-trip (responses as they look on the wire: saturated, see `admin_response_on_wire`).
+pub fn admin_request(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let dialect = dialect_of(sel);
+    let q = admin_request_codec();
+    q.check_bytes(rest);
+    check_arbitrary(&q, rest);
+
+    let mut src = BytesMut::from(rest);
+    if let Ok(Some(req)) = AdminRequest::decode(&mut src) {
+        let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+        let encode = |m: &AdminResponse, b: &mut BytesMut| m.encode(dialect, b);
+        let check = |b: &[u8]| AdminResponse::check(b, dialect, &req);
+        let r = Codec {
+            name: "AdminResponse",
+            decode: &decode,
+            encode: &encode,
+            check: Some(&check),
+            max_len: AdminResponse::MAX_LEN,
+        };
+        r.check_bytes(&src);
+    }
+
+    if let Ok(resp) = AdminResponse::arbitrary(&mut Unstructured::new(rest)) {
+        let req = request_answered_by(&resp);
+        let mut enc = BytesMut::new();
+        resp.encode(dialect, &mut enc);
+        assert!(enc.len() <= AdminResponse::MAX_LEN);
+        let n = enc.len();
+        enc.extend_from_slice(b"\x00");
+        assert_eq!(AdminResponse::check(&enc, dialect, &req), Ok(Some(n)));
+        assert_eq!(
+            AdminResponse::decode(&mut enc, dialect, &req),
+            Ok(Some(admin_response_on_wire(&resp, dialect))),
+            "{resp:?} in {dialect:?}"
+        );
+        assert_eq!(&enc[..], b"\x00");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin protocol: session
+// ---------------------------------------------------------------------------------------------
+
+/// What an [`AdminSession`] did over a whole script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AdminTranscript {
+    /// Every byte sent.
+    out: Vec<u8>,
+    /// [`Framing::Message`]: each polled item (one SCTP message each). Empty for streams,
+    /// where the grouping of bytes into items carries no meaning.
+    items: Vec<Vec<u8>>,
+    events: Vec<admin::Event>,
+    unread: Vec<u8>,
+}
+
+/// Drives one [`AdminSession`] and checks its per-call invariants.
+struct AdminDriver {
+    s: AdminSession,
+    state: Arc<State>,
+    conn: crate::state::Connection,
+    framing: Framing,
+    input: BytesMut,
+    t: AdminTranscript,
+    t0: Instant,
+}
+
+impl AdminDriver {
+    fn new(dialect: Dialect, framing: Framing) -> Self {
+        let t0 = epoch();
+        let state = script_state(false);
+        let conn = state.open(ConnKind::Admin, t0);
+        Self {
+            s: AdminSession::new(t0, dialect, framing),
+            state,
+            conn,
+            framing,
+            input: BytesMut::new(),
+            t: AdminTranscript {
+                out: Vec::new(),
+                items: Vec::new(),
+                events: Vec::new(),
+                unread: Vec::new(),
+            },
+            t0,
+        }
+    }
+
+    fn closed_event(&self) -> bool {
+        self.t
+            .events
+            .iter()
+            .any(|e| matches!(e, admin::Event::Closed { .. }))
+    }
+
+    /// Drains outputs and checks what holds after every call.
+    fn drain(&mut self) {
+        let was_closed = self.closed_event();
+        let mut polled = 0;
+        while let Some(b) = self.s.poll_transmit() {
+            assert!(!b.is_empty(), "poll_transmit returned empty bytes");
+            assert!(!was_closed, "bytes after Closed");
+            polled += b.len();
+            self.t.out.extend_from_slice(&b);
+            if self.framing == Framing::Message {
+                self.t.items.push(b.to_vec());
+            }
+        }
+        // Back-pressure bounds what one call can produce.
+        assert!(
+            polled <= AdminSession::HIGH_WATER + AdminResponse::MAX_LEN,
+            "{polled} bytes produced by one call"
+        );
+        while let Some(e) = self.s.poll_event() {
+            assert!(!was_closed, "event after Closed: {e:?}");
+            self.t.events.push(e);
+        }
+        let closed = self
+            .t
+            .events
+            .iter()
+            .position(|e| matches!(e, admin::Event::Closed { .. }));
+        if let Some(i) = closed {
+            assert_eq!(i, self.t.events.len() - 1, "Closed must be the last event");
+            assert!(self.s.is_closed());
+        }
+        let authenticated = self
+            .t
+            .events
+            .iter()
+            .any(|e| matches!(e, admin::Event::Authenticated { .. }));
+        let auths = self
+            .t
+            .events
+            .iter()
+            .filter(|e| matches!(e, admin::Event::Authenticated { .. }))
+            .count();
+        assert!(auths <= 1, "authenticated twice");
+        let deadline = (!authenticated && !self.s.is_closed()).then(|| self.t0 + HANDSHAKE_TIMEOUT);
+        assert_eq!(self.s.poll_timeout(), deadline, "handshake timer");
+    }
+
+    /// `handle_input` until it consumes nothing more (the back-pressure contract).
+    fn feed(&mut self, now: Instant, chunk: &[u8]) {
+        self.input.extend_from_slice(chunk);
+        loop {
+            let before = self.input.len();
+            self.s.handle_input(now, &mut self.input, &self.conn);
+            self.drain();
+            if self.s.is_closed() {
+                assert!(self.input.is_empty(), "a closed session clears its input");
+            }
+            if self.input.len() == before || self.input.is_empty() {
+                break;
+            }
+        }
+        if !self.s.is_closed() && self.framing == Framing::Stream {
+            assert!(
+                self.input.len() < AdminRequest::MAX_LEN,
+                "{} bytes left unconsumed",
+                self.input.len()
+            );
+        }
+    }
+
+    fn end_of_message(&mut self, now: Instant) {
+        self.s.handle_end_of_message(now, &mut self.input);
+        self.drain();
+        // Complete requests held back by back-pressure are served by the next handle_input.
+        self.feed(now, &[]);
+        if self.framing == Framing::Message && !self.s.is_closed() {
+            assert!(self.input.is_empty(), "a message end leaves nothing behind");
+        }
+    }
+
+    fn eof(&mut self, now: Instant) {
+        self.s.handle_eof(now);
+        self.drain();
+        assert!(self.s.is_closed() && self.closed_event());
+    }
+
+    fn finish(mut self) -> AdminTranscript {
+        self.t.unread = self.input.to_vec();
+        self.t
+    }
+}
+
+/// Options of the admin script, from [`Script::options`].
+#[derive(Debug, Clone, Copy)]
+struct AdminOptions {
+    dialect: Dialect,
+    framing: Framing,
+    eof_at_end: bool,
+    /// Authenticate as `admin` first (prepended to the stream), so the fuzzer starts in the
+    /// request phase.
+    login: bool,
+}
+
+impl AdminOptions {
+    fn new(bits: u8) -> Self {
+        Self {
+            dialect: dialect_of(bits),
+            framing: if bits & 2 == 0 {
+                Framing::Stream
+            } else {
+                Framing::Message
+            },
+            eof_at_end: bits & 4 != 0,
+            login: bits & 8 != 0,
+        }
+    }
+}
+
+/// The authentication request `login` prepends.
+pub const ADMIN_LOGIN: &[u8] = b"\x01\x05admin\x06secret";
+
+/// Splits `stream` into SCTP messages: one per group of reads ending with an end-of-message
+/// action (`Step::action` bit 0), plus the rest. Each message is a list of reads.
+fn admin_messages<'a>(script: &'a Script, chunks: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
+    let mut messages = vec![Vec::new()];
+    for (i, c) in chunks.iter().enumerate() {
+        messages.last_mut().expect("non-empty").push(*c);
+        if script
+            .used_steps()
+            .get(i)
+            .is_some_and(|s| s.action & 1 != 0)
+        {
+            messages.push(Vec::new());
+        }
+    }
+    messages
+}
+
+/// Runs the messages (each a list of reads) with the clock stopped; with
+/// [`Framing::Stream`] the message ends are ignored.
+fn admin_frozen(opts: AdminOptions, messages: &[Vec<&[u8]>]) -> AdminTranscript {
+    let mut d = AdminDriver::new(opts.dialect, opts.framing);
+    let t0 = d.t0;
+    if opts.login {
+        d.feed(t0, ADMIN_LOGIN);
+    }
+    let n = messages.len();
+    for (i, m) in messages.iter().enumerate() {
+        for c in m {
+            d.feed(t0, c);
+        }
+        if opts.framing == Framing::Message && i + 1 < n {
+            d.end_of_message(t0);
+        }
+    }
+    if opts.eof_at_end {
+        d.eof(t0);
+    }
+    d.finish()
+}
+
+/// Checks what the session sent against the requests in `messages` (a client's view):
+/// the output is exactly a sequence of responses, each to the next request received, in
+/// order, at most one error reply per message, and (when `complete`) every complete request
+/// was answered. With [`Framing::Message`] each polled item is one response.
+///
+/// `users_fixed`: nobody else changed the users, so the authentication answer is known.
+fn admin_check_transcript(
+    opts: AdminOptions,
+    messages: &[Vec<u8>],
+    t: &AdminTranscript,
+    complete: bool,
+    users_fixed: bool,
+) {
+    let dialect = opts.dialect;
+    // A byte stream has no message boundaries: the client's view is one message.
+    let joined;
+    let messages = match opts.framing {
+        Framing::Stream => {
+            joined = [messages.concat()];
+            &joined[..]
+        }
+        Framing::Message => messages,
+    };
+    let mut out = BytesMut::from(&t.out[..]);
+    let mut items = t.items.iter();
+    let mut authenticated = false;
+    let mut applied = 0;
+    let mut closed_by_error = false;
+    // Takes the next response: the next item with Message framing (which must be exactly one
+    // response), the next bytes of the stream otherwise.
+    let mut take =
+        |decode: &dyn Fn(&mut BytesMut) -> Result<Option<AdminResponse>, DecodeError>,
+         what: &str|
+         -> Option<AdminResponse> {
+            let mut b = match opts.framing {
+                Framing::Stream => {
+                    if out.is_empty() {
+                        return None;
+                    }
+                    let r = decode(&mut out)
+                        .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"))
+                        .unwrap_or_else(|| panic!("{what}: truncated response"));
+                    return Some(r);
+                }
+                Framing::Message => BytesMut::from(&items.next()?[..]),
+            };
+            let r = decode(&mut b)
+                .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"))
+                .unwrap_or_else(|| panic!("{what}: truncated response"));
+            assert!(b.is_empty(), "{what}: one SCTP message, one response");
+            Some(r)
+        };
+    let auth_reply = |b: &mut BytesMut| -> Result<Option<AdminResponse>, DecodeError> {
+        // Carried as a Status so that `take` has one type.
+        Ok(UserPassReply::decode(b)?.map(|r| AdminResponse::Status {
+            cmd: ModifyCmd::AddUser,
+            status: r.status,
+        }))
+    };
+    let login: Vec<u8> = if opts.login {
+        ADMIN_LOGIN.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut answered_all = true;
+    'messages: for (mi, m) in messages.iter().enumerate() {
+        let joined;
+        let mut rest: &[u8] = if mi == 0 {
+            joined = [&login[..], m].concat();
+            &joined
+        } else {
+            m
+        };
+        let ends = opts.framing == Framing::Message && mi + 1 < messages.len();
+        loop {
+            if !authenticated {
+                let status = match UserPassRequest::check(rest) {
+                    Ok(None) => {
+                        if ends {
+                            continue 'messages;
+                        }
+                        break 'messages;
+                    }
+                    Ok(Some(n)) => {
+                        let ulen = usize::from(rest[1]);
+                        let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
+                        rest = &rest[n..];
+                        let ok = SCRIPT_USERS.iter().any(|(u, p, pr)| {
+                            *u == user && *p == password && *pr == Privilege::Admin
+                        });
+                        u8::from(!ok)
+                    }
+                    Err(_) => 2,
+                };
+                let Some(r) = take(&auth_reply, "auth") else {
+                    answered_all = false;
+                    break 'messages;
+                };
+                let AdminResponse::Status { status: got, .. } = r else {
+                    unreachable!()
+                };
+                if users_fixed || status == 2 {
+                    assert_eq!(got, status, "authentication status");
+                } else {
+                    assert!(
+                        got <= 1 && (status == 0 || got == 1),
+                        "authentication status"
+                    );
+                }
+                if got != 0 {
+                    closed_by_error = true;
+                    break 'messages;
+                }
+                authenticated = true;
+                continue;
+            }
+            match AdminRequest::check(rest) {
+                Ok(None) => {
+                    if ends {
+                        continue 'messages;
+                    }
+                    break 'messages;
+                }
+                Ok(Some(n)) => {
+                    let req = AdminRequest::decode(&mut BytesMut::from(&rest[..n]))
+                        .expect("checked")
+                        .expect("complete");
+                    rest = &rest[n..];
+                    let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+                    let Some(resp) = take(&decode, "request") else {
+                        answered_all = false;
+                        break 'messages;
+                    };
+                    match (&req, &resp) {
+                        (AdminRequest::Modify(_), AdminResponse::Status { status, .. }) => {
+                            applied += usize::from(*status == 0);
+                        }
+                        (AdminRequest::Query(Query::ListUsers), AdminResponse::Users(_))
+                        | (AdminRequest::Query(_), AdminResponse::Value { .. })
+                        | (
+                            AdminRequest::Query(Query::UserConnections { .. }),
+                            AdminResponse::QueryError { .. },
+                        ) => {}
+                        _ => panic!("{resp:?} does not answer {req:?}"),
+                    }
+                }
+                Err(e) => {
+                    let expected = match e {
+                        DecodeError::UnknownType(_) => AdminResponse::InvalidType,
+                        DecodeError::UnknownCommand { ty, .. } => AdminResponse::InvalidCommand {
+                            ty: if ty == 0 {
+                                RequestType::Query
+                            } else {
+                                RequestType::Modify
+                            },
+                        },
+                        other => panic!("admin request error {other:?}"),
+                    };
+                    let req = request_answered_by(&expected);
+                    let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+                    let Some(resp) = take(&decode, "unframable") else {
+                        answered_all = false;
+                        break 'messages;
+                    };
+                    assert_eq!(resp, expected);
+                    if opts.framing == Framing::Message {
+                        // The rest of the SCTP message is discarded; the session carries on
+                        // (the last message may still be open: nothing more is served).
+                        continue 'messages;
+                    }
+                    closed_by_error = true;
+                    break 'messages;
+                }
+            }
+        }
+    }
+    match opts.framing {
+        Framing::Stream => assert!(out.is_empty(), "bytes answering nothing: {:02x?}", &out[..]),
+        Framing::Message => assert_eq!(t.items.concat(), t.out),
+    }
+    assert_eq!(items.next(), None, "a message that answers nothing");
+    if complete {
+        assert!(answered_all, "a complete request went unanswered");
+    }
+    let applied_events = t
+        .events
+        .iter()
+        .filter(|e| matches!(e, admin::Event::Applied(_)))
+        .count();
+    assert_eq!(
+        applied_events, applied,
+        "one Applied per successful modification"
+    );
+    if closed_by_error {
+        assert!(
+            matches!(
+                t.events.last(),
+                Some(admin::Event::Closed {
+                    reason: CloseReason::Peer(_)
+                })
+            ),
+            "{:?}",
+            t.events
+        );
+    }
+}
+
+fn owned(messages: &[Vec<&[u8]>]) -> Vec<Vec<u8>> {
+    messages.iter().map(|m| m.concat()).collect()
+}
+
+/// Fuzz body `admin_session`: an [`AdminSession`] run by a [`Script`].
+///
+/// `options`: bit 0 final dialect; bit 1 [`Framing::Message`]; bit 2 EOF at the end; bit 3
+/// authenticate as `admin` first. `Step::action`: bit 0 ends an SCTP message after the read;
+/// bit 1 sends EOF after the read; bit 2 asks the connection to close (clean-up routine)
+/// before the read; bit 3 has another administrator remove user `admin` before the read.
+///
+/// Checks: with the clock stopped, the transcript is the same for the script's reads, one
+/// read per SCTP message, and one read per byte; the output is exactly one response per
+/// request received, in order (every complete request answered), with one `Applied` event per
+/// successful modification; with the script's clock and actions every per-call invariant holds
+/// (bounded output, `Closed` last, timers) and the output is a prefix of that.
+pub fn admin_session(data: &[u8]) {
+    let script = Script::from_fuzz_input(data);
+    let opts = AdminOptions::new(script.options);
+    let chunks = script.chunks();
+    let messages = admin_messages(&script, &chunks);
+
+    let frozen = admin_frozen(opts, &messages);
+    admin_check_transcript(opts, &owned(&messages), &frozen, true, true);
+    let joined = owned(&messages);
+    let per_message: Vec<Vec<&[u8]>> = joined.iter().map(|m| vec![&m[..]]).collect();
+    assert_eq!(
+        frozen,
+        admin_frozen(opts, &per_message),
+        "one read per message vs the script's reads"
+    );
+    if script.stream.len() <= 4096 {
+        let per_byte: Vec<Vec<&[u8]>> = joined.iter().map(|m| m.chunks(1).collect()).collect();
+        assert_eq!(frozen, admin_frozen(opts, &per_byte), "one read per byte");
+    }
+
+    // The script's clock and actions.
+    let mut d = AdminDriver::new(opts.dialect, opts.framing);
+    let mut now = d.t0;
+    let mut users_fixed = true;
+    if opts.login {
+        d.feed(now, ADMIN_LOGIN);
+    }
+    let mut fed: Vec<Vec<u8>> = vec![Vec::new()];
+    for (i, chunk) in chunks.iter().enumerate() {
+        let step = script.used_steps().get(i).copied().unwrap_or(Step {
+            len: 0,
+            tick_ms: 0,
+            action: 0,
+        });
+        now += Duration::from_millis(u64::from(step.tick_ms));
+        d.s.handle_timeout(now);
+        d.drain();
+        if step.action & 4 != 0 {
+            d.conn.close(crate::state::CloseCause::Idle);
+        }
+        if step.action & 8 != 0 {
+            let m = Mutation::RemoveUser {
+                name: Bytes::from_static(b"admin"),
+            };
+            d.state.apply(Some(b"root"), &m);
+            users_fixed = false;
+        }
+        d.feed(now, chunk);
+        fed.last_mut().expect("non-empty").extend_from_slice(chunk);
+        if step.action & 1 != 0 {
+            d.end_of_message(now);
+            fed.push(Vec::new());
+        }
+        if step.action & 2 != 0 && !d.s.is_closed() {
+            d.eof(now);
+        }
+    }
+    if opts.eof_at_end && !d.s.is_closed() {
+        d.eof(now);
+    }
+    let timed = d.finish();
+    admin_check_transcript(opts, &fed, &timed, false, users_fixed);
+}
+
+/// Fuzz body `admin_auth`: an [`AdminSession`]'s authentication (the RFC 1929 message shared
+/// with SOCKS5, then the admin answers). The first byte chooses the dialect (bit 0), the
+/// framing (bit 1) and an EOF at the end (bit 2); the rest is the stream.
+///
+/// Checks the message codec as `socks5_userpass` does, then that the session answers `01 00`
+/// exactly for an administrator's right credentials, `01 02` for a bad version and `01 01`
+/// otherwise, answers nothing before the request is complete, and does so however the stream
+/// is cut.
+pub fn admin_auth(data: &[u8]) {
+    let Some((&sel, stream)) = data.split_first() else {
+        return;
+    };
+    userpass_codec().check_bytes(stream);
+    userpass_reply_codec().check_bytes(stream);
+    let opts = AdminOptions {
+        login: false,
+        ..AdminOptions::new(sel & 7)
+    };
+    let whole = admin_frozen(opts, &[vec![stream]]);
+    admin_check_transcript(opts, &[stream.to_vec()], &whole, true, true);
+    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+    assert_eq!(whole, admin_frozen(opts, &[bytes]), "one read per byte");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credential sniffer
+// ---------------------------------------------------------------------------------------------
+
+/// Destination ports the `sniffer` script chooses from (`options & 7`).
+pub const SNIFF_PORTS: [u16; 8] = [80, 110, 21, 143, 8080, 995, 587, 25];
+
+/// Feeds `(server?, bytes)` pieces in order, draining after each call; returns the
+/// credentials and the final `is_done`.
+fn sniff_run(port: u16, pieces: &[(bool, &[u8])]) -> (Vec<Credential>, bool) {
+    let mut s = Sniffer::new(port);
+    let mut found = Vec::new();
+    let mut done = false;
+    for (server, b) in pieces {
+        if *server {
+            s.on_server(b);
+        } else {
+            s.on_client(b);
+        }
+        let before = found.len();
+        while let Some(c) = s.poll_credential() {
+            assert!(
+                !c.user.is_empty() || !c.password.is_empty(),
+                "empty credential"
+            );
+            found.push(c);
+        }
+        assert!(found.len() - before <= MAX_QUEUED, "queue bound");
+        if done {
+            assert!(s.is_done(), "is_done went back to false");
+            assert_eq!(found.len(), before, "credential after giving up");
+        }
+        done = s.is_done();
+    }
+    (found, done)
+}
+
+/// Fuzz body `sniffer`: a [`Sniffer`] fed both directions of one connection.
+///
+/// The stream is cut by the script's steps; `Step::action` bit 0 sends a piece from the
+/// server, otherwise from the client (the rest after the last step comes from the client).
+/// `options & 7` picks the destination port from [`SNIFF_PORTS`].
+///
+/// Checks: the credentials found and the final `is_done` are the same when the pieces arrive
+/// as scripted, one byte per call, and with consecutive pieces of one direction merged (the
+/// causal order of the two directions is kept); at most [`MAX_QUEUED`] credentials come out of
+/// one call; once the sniffer gives up it stays done and finds nothing more.
+pub fn sniffer(data: &[u8]) {
+    let script = Script::from_fuzz_input(data);
+    let port = SNIFF_PORTS[usize::from(script.options & 7)];
+    let chunks = script.chunks();
+    let pieces: Vec<(bool, &[u8])> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let server = script
+                .used_steps()
+                .get(i)
+                .is_some_and(|s| s.action & 1 != 0);
+            (server, *c)
+        })
+        .collect();
+    let want = sniff_run(port, &pieces);
+    let bytes: Vec<(bool, &[u8])> = pieces
+        .iter()
+        .flat_map(|(d, b)| b.chunks(1).map(move |c| (*d, c)))
+        .collect();
+    assert_eq!(sniff_run(port, &bytes), want, "one byte per call");
+    let mut merged: Vec<(bool, Vec<u8>)> = Vec::new();
+    for (d, b) in &pieces {
+        match merged.last_mut() {
+            Some((last, buf)) if last == d => buf.extend_from_slice(b),
+            _ => merged.push((*d, b.to_vec())),
+        }
+    }
+    let merged: Vec<(bool, &[u8])> = merged.iter().map(|(d, b)| (*d, &b[..])).collect();
+    assert_eq!(
+        sniff_run(port, &merged),
+        want,
+        "one call per direction change"
+    );
+}
