@@ -83,7 +83,7 @@
 pub mod admin;
 mod codec;
 pub mod error;
-/// UNSTABLE: for the fuzz crate and tests.
+// UNSTABLE (see its docs): for the fuzz crate and tests.
 #[cfg(feature = "_test_exports")]
 pub mod fuzzing;
 pub mod logfmt;
