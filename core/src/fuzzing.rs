@@ -333,13 +333,7 @@ impl Script {
     }
 }
 
-/// A fixed epoch for the scripts. Only differences of instants matter to the sessions, so
-/// which instant this is changes nothing.
-#[allow(clippy::disallowed_methods)] // the one clock read: the sessions never see it
-fn epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
+use crate::epoch::epoch;
 
 /// The users every session script's [`State`] starts with: (name, password, privilege).
 pub const SCRIPT_USERS: [(&[u8], &[u8], Privilege); 3] = [

@@ -82,6 +82,9 @@
 
 pub mod admin;
 mod codec;
+#[cfg(any(test, feature = "_test_exports"))]
+#[path = "../test-support/epoch.rs"]
+mod epoch;
 pub mod error;
 // UNSTABLE (see its docs): for the fuzz crate and tests.
 #[cfg(feature = "_test_exports")]

@@ -717,9 +717,8 @@ impl Drop for Connection {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // tests take one `Instant::now()` as their epoch
     fn state() -> (Arc<State>, Instant) {
-        let t0 = Instant::now();
+        let t0 = crate::epoch::epoch();
         let s = Arc::new(State::new(t0, &Config::default()));
         for (n, p, pr) in [
             ("admin", "pw", Privilege::Admin),

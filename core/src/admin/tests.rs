@@ -9,9 +9,8 @@ use crate::state::{Config, ConnKind, State, MAX_USERS};
 
 use Dialect::{Draft, Final};
 
-#[allow(clippy::disallowed_methods)] // tests may read the clock to get a `t0`
 fn t0() -> Instant {
-    Instant::now()
+    crate::epoch::epoch()
 }
 
 fn b(s: &[u8]) -> Bytes {

@@ -1,5 +1,4 @@
 //! Unit tests: golden bytes per message (RFC 1928 §3-§6, RFC 1929 §2), then session scripts.
-#![allow(clippy::disallowed_methods)] // tests take one `Instant::now()` as their epoch
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
@@ -325,7 +324,7 @@ struct Server {
 
 impl Server {
     fn new(allow_anonymous: bool) -> Self {
-        let t0 = Instant::now();
+        let t0 = crate::epoch::epoch();
         let config = Config {
             allow_anonymous,
             ..Config::default()
@@ -637,7 +636,7 @@ fn anonymous_only_when_allowed_and_no_userpass_offered() {
 
 #[test]
 fn userpass_selected_even_without_users() {
-    let t0 = Instant::now();
+    let t0 = crate::epoch::epoch();
     let state = Arc::new(State::new(t0, &Config::default()));
     let mut s = Server::with_state(state, t0);
     s.feed(0, &cat(&[GREET_UP, AUTH_BOB])).expect(
@@ -955,36 +954,4 @@ fn client_side_api_against_the_server() {
             ev_established(b"")
         ]
     );
-}
-
-/// Measures the state machine alone (no syscalls). Run with
-/// `cargo test --release -p socks5d-core handshake_cost -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing, not a correctness check"]
-fn handshake_cost() {
-    let t0 = Instant::now();
-    let state = Arc::new(State::new(t0, &Config::default()));
-    let m = Mutation::AddUser {
-        name: Bytes::from_static(b"bob"),
-        password: Bytes::from_static(b"hunter2"),
-        privilege: Privilege::User,
-    };
-    state.apply(None, &m);
-    let all = cat(&[GREET_UP, AUTH_BOB, &connect(NAME_TARGET), b"payload"]);
-    let n = 200_000u32;
-    let start = Instant::now();
-    for _ in 0..n {
-        let conn = state.open(ConnKind::Proxy, t0);
-        let mut hs = Socks5Handshake::new(t0);
-        let mut input = BytesMut::from(&all[..]);
-        hs.handle_input(t0, &mut input, &conn);
-        while hs.poll_transmit().is_some() {}
-        while hs.poll_event().is_some() {}
-        hs.handle_connect_result(t0, Ok(local()));
-        while hs.poll_transmit().is_some() {}
-        while hs.poll_event().is_some() {}
-        assert!(hs.is_established());
-    }
-    let per = start.elapsed() / n;
-    println!("{per:?} per handshake (incl. State::open and drop)");
 }
