@@ -32,12 +32,16 @@
 //!
 //! use bytes::BytesMut;
 //! use socks5d_core::admin::{AdminSession, Dialect, Event, Framing};
-//! use socks5d_core::state::{Config, ConnKind, State};
+//! use socks5d_core::state::{ConnKind, State};
 //!
-//! # #[allow(clippy::disallowed_methods)]
-//! fn serve(mut io: std::net::TcpStream, state: &Arc<State>) -> std::io::Result<()> {
-//!     let conn = state.open(ConnKind::Admin, Instant::now());
-//!     let mut session = AdminSession::new(Instant::now(), Dialect::Draft, Framing::Stream);
+//! /// Serves one admin connection on `io`; `now` is the transport's clock.
+//! fn serve(
+//!     mut io: impl Read + Write,
+//!     state: &Arc<State>,
+//!     now: impl Fn() -> Instant,
+//! ) -> std::io::Result<()> {
+//!     let conn = state.open(ConnKind::Admin, now());
+//!     let mut session = AdminSession::new(now(), Dialect::Draft, Framing::Stream);
 //!     let mut input = BytesMut::with_capacity(4096);
 //!     loop {
 //!         // 1. bytes out
@@ -56,20 +60,13 @@
 //!         let mut buf = [0u8; 4096];
 //!         let n = io.read(&mut buf)?;
 //!         if n == 0 {
-//!             session.handle_eof(Instant::now());
+//!             session.handle_eof(now());
 //!         } else {
 //!             input.extend_from_slice(&buf[..n]);
-//!             session.handle_input(Instant::now(), &mut input, &conn);
+//!             session.handle_input(now(), &mut input, &conn);
 //!         }
 //!     }
 //! }
-//!
-//! # #[allow(clippy::disallowed_methods)]
-//! # fn main() {
-//! let state = Arc::new(State::new(Instant::now(), &Config::default()));
-//! # let _ = serve;
-//! # let _ = state;
-//! # }
 //! ```
 //!
 //! A SOCKS5 client connection goes the same way with [`socks5::Socks5Handshake`], whose events
