@@ -213,32 +213,32 @@ fn reply_codec() -> Codec<'static, socks5::Reply> {
     }
 }
 
+/// Checks `data` against both messages of one exchange, as bytes and as `Arbitrary` values.
+fn check_pair<'a, Q, R>(q: &Codec<'_, Q>, r: &Codec<'_, R>, data: &'a [u8])
+where
+    Q: Arbitrary<'a> + PartialEq + std::fmt::Debug,
+    R: Arbitrary<'a> + PartialEq + std::fmt::Debug,
+{
+    q.check_bytes(data);
+    r.check_bytes(data);
+    check_arbitrary(q, data);
+    check_arbitrary(r, data);
+}
+
 /// Fuzz body `socks5_greeting`: the SOCKS5 greeting (client) and method selection (server).
 pub fn socks5_greeting(data: &[u8]) {
-    let (g, m) = (greeting_codec(), method_selection_codec());
-    g.check_bytes(data);
-    m.check_bytes(data);
-    check_arbitrary(&g, data);
-    check_arbitrary(&m, data);
+    check_pair(&greeting_codec(), &method_selection_codec(), data);
 }
 
 /// Fuzz body `socks5_userpass`: the RFC 1929 request and reply (also the admin
 /// authentication messages).
 pub fn socks5_userpass(data: &[u8]) {
-    let (q, r) = (userpass_codec(), userpass_reply_codec());
-    q.check_bytes(data);
-    r.check_bytes(data);
-    check_arbitrary(&q, data);
-    check_arbitrary(&r, data);
+    check_pair(&userpass_codec(), &userpass_reply_codec(), data);
 }
 
 /// Fuzz body `socks5_request`: the SOCKS5 request (client) and reply (server).
 pub fn socks5_request(data: &[u8]) {
-    let (q, r) = (request_codec(), reply_codec());
-    q.check_bytes(data);
-    r.check_bytes(data);
-    check_arbitrary(&q, data);
-    check_arbitrary(&r, data);
+    check_pair(&request_codec(), &reply_codec(), data);
 }
 
 // ---------------------------------------------------------------------------------------------
