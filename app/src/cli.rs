@@ -78,9 +78,11 @@ fn parse_max_connections(s: &str) -> Result<usize, String> {
 /// Async runtime that runs the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum RuntimeArg {
-    /// tokio, multi-threaded.
+    /// tokio, multi-threaded (the default).
     Tokio,
-    /// async-std (async-io reactor, async-std's executor).
+    /// The smol family: async-io's reactor, an async-executor thread per core.
+    Smol,
+    /// async-std's executor (discontinued upstream; async-io's reactor, as smol).
     AsyncStd,
 }
 
@@ -225,6 +227,8 @@ mod tests {
     fn runtimes() {
         let c = Cli::try_parse_from(["socks5d", "--runtime", "async-std"]).unwrap();
         assert_eq!(c.runtime, RuntimeArg::AsyncStd);
+        let c = Cli::try_parse_from(["socks5d", "--runtime", "smol"]).unwrap();
+        assert_eq!(c.runtime, RuntimeArg::Smol);
     }
 
     #[test]
@@ -257,7 +261,7 @@ mod tests {
             ["socks5d", "--selector-timeout", "256"],
             ["socks5d", "--max-connections", "0"],
             ["socks5d", "--admin-transport", "udp"],
-            ["socks5d", "--runtime", "smol"],
+            ["socks5d", "--runtime", "glommio"],
         ] {
             assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use clap::Parser;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
-use socks5d_net::ServerOptions;
+use socks5d_net::{Listeners, ServerOptions, Shared};
 
 mod cli;
 
@@ -47,10 +47,7 @@ fn main() -> ExitCode {
     };
     let socks_addr = SocketAddr::new(cli.listen, cli.port);
     let admin_addr = SocketAddr::new(cli.admin_listen, cli.admin_port);
-    match cli.runtime {
-        RuntimeArg::Tokio => run_tokio(state, options, socks_addr, admin_addr),
-        RuntimeArg::AsyncStd => run_async_std(state, options, socks_addr, admin_addr),
-    }
+    run(cli.runtime, state, options, socks_addr, admin_addr)
 }
 
 /// Default of `--max-connections`.
@@ -153,100 +150,64 @@ fn random_password() -> std::io::Result<String> {
     Ok(out)
 }
 
-fn run_tokio(
+/// Starts the chosen runtime and serves on it until SIGINT or SIGTERM. Serving is [`serve`],
+/// written once; each runtime only says how it starts.
+fn run(
+    runtime: RuntimeArg,
     state: Arc<State>,
     options: ServerOptions,
     socks_addr: SocketAddr,
     admin_addr: SocketAddr,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("socks5d: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+    let (s, o) = (state, options);
+    match runtime {
+        RuntimeArg::Tokio => {
+            socks5d_tokio::block_on(None, |rt| serve(rt, s, o, socks_addr, admin_addr))
+                .unwrap_or_else(|e| {
+                    eprintln!("socks5d: cannot start the tokio runtime: {e}");
+                    ExitCode::FAILURE
+                })
         }
-    };
-    let code = rt.block_on(async move {
-        let transport = options.admin_transport;
-        let listeners = match socks5d_tokio::Listeners::bind(socks_addr, admin_addr, transport) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("socks5d: cannot listen (SOCKS {socks_addr}, admin {admin_addr}): {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let admin_transport = listeners.admin.transport();
-        tracing::info!(
-            socks = %listeners.socks.local_addr().map_or(socks_addr, |a| a),
-            admin = %listeners.admin.local_addr().map_or(admin_addr, |a| a),
-            %admin_transport,
-            "socks5d listening"
-        );
-        let shared = socks5d_tokio::Shared::new(state, options);
-        socks5d_tokio::run(listeners, shared, shutdown_signal()).await;
-        ExitCode::SUCCESS
-    });
-    code
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM");
-            None
+        RuntimeArg::Smol => {
+            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, socks_addr, admin_addr))
         }
-    };
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending().await,
+        RuntimeArg::AsyncStd => {
+            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, socks_addr, admin_addr))
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }
 
-fn run_async_std(
+/// Binds the listeners on `rt` and serves until SIGINT or SIGTERM.
+async fn serve<R: socks5d_net::Runtime>(
+    rt: R,
     state: Arc<State>,
     options: ServerOptions,
     socks_addr: SocketAddr,
     admin_addr: SocketAddr,
 ) -> ExitCode {
-    async_std::task::block_on(async move {
-        let transport = options.admin_transport;
-        let listeners = match socks5d_async_std::Listeners::bind(socks_addr, admin_addr, transport)
-        {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("socks5d: cannot listen (SOCKS {socks_addr}, admin {admin_addr}): {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let admin_transport = listeners.admin.transport();
-        tracing::info!(
-            socks = %listeners.socks.local_addr().map_or(socks_addr, |a| a),
-            admin = %listeners.admin.local_addr().map_or(admin_addr, |a| a),
-            %admin_transport,
-            "socks5d listening"
-        );
-        let shared = socks5d_async_std::Shared::new(state, options);
-        socks5d_async_std::run(listeners, shared, shutdown_signal_async_std()).await;
-        ExitCode::SUCCESS
-    })
+    let transport = options.admin_transport;
+    let listeners = match Listeners::bind(&rt, socks_addr, admin_addr, transport) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("socks5d: cannot listen (SOCKS {socks_addr}, admin {admin_addr}): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_transport = listeners.admin.transport();
+    tracing::info!(
+        socks = %listeners.socks.local_addr().map_or(socks_addr, |a| a),
+        admin = %listeners.admin.local_addr().map_or(admin_addr, |a| a),
+        %admin_transport,
+        runtime = ?rt,
+        "socks5d listening"
+    );
+    let shared = Shared::new(rt, state, options);
+    socks5d_net::run(listeners, shared, shutdown_signal()).await;
+    ExitCode::SUCCESS
 }
 
-/// Completes on SIGINT or SIGTERM (without tokio).
-async fn shutdown_signal_async_std() {
+/// Completes on SIGINT or SIGTERM (async-signal: works on every runtime).
+async fn shutdown_signal() {
     use async_signal::{Signal, Signals};
     use futures_lite::StreamExt;
     match Signals::new([Signal::Int, Signal::Term]) {

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 
 use socks5d_core::socks5::{ReplyCode, TargetAddr};
 
-use crate::resolve_error_code;
-
 /// Connects to `target`: resolves a name with `resolve` (without blocking the runtime: that
 /// is the transport's job), then calls `attempt` on each address in turn until one succeeds
 /// (PROTOCOL.md: a name that resolves to several addresses is tried address after address).
@@ -40,7 +38,7 @@ where
                 Ok(addrs) => addrs,
                 Err(e) => {
                     tracing::debug!(host, error = %e, "name resolution failed");
-                    return Err(resolve_error_code(&e));
+                    return Err(ReplyCode::HostUnreachable);
                 }
             }
         }

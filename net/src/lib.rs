@@ -1,37 +1,51 @@
-//! Runtime-neutral socket glue shared by the socks5d transports (tokio, async-std).
+//! The runtime-neutral half of socks5d: the server itself — accept loops, the SOCKS and admin
+//! connection drivers, the relay, housekeeping and shutdown — written once over a small
+//! [`Runtime`] trait, plus the socket glue it needs. `socks5d-tokio` and `socks5d-async-std`
+//! implement [`Runtime`] and re-export an embedding API; nothing here knows a runtime.
 //!
-//! Everything here is synchronous and knows no async runtime, so that the transports differ
-//! only in how they wait: they wrap the non-blocking sockets made here in their runtime's
-//! readiness type (`tokio::io::unix::AsyncFd`, `async_io::Async`) and call the functions here
-//! when the socket is ready.
-//!
-//! - [`sctp`]: one-to-one SCTP sockets (listen, connect), `recvmsg` that reports the end of
-//!   an SCTP message, and a send that sends one message.
+//! - [`runtime`]: the [`Runtime`] and [`Socket`] traits, and the one select order
+//!   ([`runtime::race`]: close request, then deadline, then I/O).
+//! - [`server`]: [`server::run`], the listeners, the connection drivers, housekeeping.
+//! - [`io`]: accept, connect, read, write, SCTP messages and the graceful close over any
+//!   runtime.
+//! - [`relay`]: the relay loop: buffers only while data is in flight, `splice(2)` ([`splice`],
+//!   Linux) once the sniffer is done or off, a turn for the runtime after every burst.
+//! - [`sctp`]: one-to-one SCTP sockets (listen, connect), `recvmsg` that reports the end of an
+//!   SCTP message, and a send that sends one message.
 //! - [`connect`]: the CONNECT policy (each resolved address in turn, errors to reply codes).
 //! - [`listen`]: binding the SOCKS5 listener and the admin listener, with the
 //!   [`AdminTransport`] choice (SCTP, falling back to TCP when the kernel has no SCTP).
-//! - [`ServerOptions`]: the options both transports take.
-//! - [`LogSink`]: where access-log and credentials-log lines go.
+//! - [`ServerOptions`]: how to serve.
+//! - [`LogSink`]: where access-log and credentials-log lines go ([`StdoutSink`]: a writer
+//!   thread behind a bounded queue, so a stuck stdout never blocks a connection).
 //! - [`Tap`]: what a relay does with each chunk it moves (counting, sniffing, logging).
-//! - [`relay`]: the relay loop itself, over the runtime's readiness ([`relay::Readiness`]):
-//!   buffers only while data is in flight, `splice(2)` ([`splice`], Linux) once the sniffer
-//!   is done or off.
 //! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion and backing off.
 //!
 //! Protocol decisions live in `socks5d-core`; this crate only moves bytes and reports I/O.
+//!
+//! # Adding a runtime
+//!
+//! Implement [`Runtime`] (clock, timer, spawn, register a socket, resolve) and [`Socket`]
+//! (readiness and non-blocking calls) in a crate of its own; `server::run` then serves on it.
+//! See `socks5d-tokio` (about a hundred lines).
 
 pub mod connect;
+pub mod io;
 pub mod listen;
 mod log;
 mod options;
 pub mod relay;
+pub mod runtime;
 pub mod sctp;
+pub mod server;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod sys;
 mod tap;
 
-pub use listen::{bind_admin, bind_tcp, AdminListener};
-pub use log::{LogSink, StdoutSink};
+pub use listen::{bind_admin, bind_tcp};
+pub use log::{LogSink, StdoutSink, LOG_QUEUE};
 pub use options::{AdminTransport, ParseAdminTransportError, ServerOptions};
-pub use tap::{resolve_error_code, unix_time, Tap};
+pub use runtime::{Runtime, Socket};
+pub use server::{run, AdminListener, Listener, Listeners, Shared};
+pub use tap::{unix_time, Tap};

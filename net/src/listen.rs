@@ -1,7 +1,7 @@
-//! Binding the listeners, as non-blocking std sockets a runtime can adopt.
+//! Binding the listeners, as non-blocking sockets a runtime can adopt.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use socket2::{Domain, Socket, Type};
 
@@ -17,61 +17,43 @@ pub const BACKLOG: i32 = 1024;
 /// # Errors
 ///
 /// Any error of `socket`, `bind` or `listen`.
-pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
-    Ok(s.into())
+    Ok(s)
 }
 
-/// A bound admin listener: SCTP (one-to-one) or TCP.
-#[derive(Debug)]
-pub enum AdminListener {
-    /// SCTP: the admin session uses `Framing::Message`.
-    Sctp(Socket),
-    /// TCP: the admin session uses `Framing::Stream`.
-    Tcp(TcpListener),
+/// Returns the address `s` is bound to.
+///
+/// # Errors
+///
+/// The error of `getsockname`, or an address that is not IP.
+pub fn local_addr(s: &Socket) -> io::Result<SocketAddr> {
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("socket address is not an IP address"))
 }
 
-impl AdminListener {
-    /// Returns the bound address.
-    ///
-    /// # Errors
-    ///
-    /// The error of `getsockname`.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Self::Sctp(s) => s
-                .local_addr()?
-                .as_socket()
-                .ok_or_else(|| io::Error::other("SCTP listener address is not an IP address")),
-            Self::Tcp(l) => l.local_addr(),
-        }
-    }
-
-    /// Returns the transport actually in use (never [`AdminTransport::Auto`]).
-    pub fn transport(&self) -> AdminTransport {
-        match self {
-            Self::Sctp(_) => AdminTransport::Sctp,
-            Self::Tcp(_) => AdminTransport::Tcp,
-        }
-    }
-}
-
-/// Binds the admin listener on `addr` with `transport`. With [`AdminTransport::Auto`], when
-/// the kernel has no SCTP, logs a warning and binds TCP on the same address and port.
+/// Binds the admin listener on `addr` with `transport`, and returns it with the transport in
+/// use (never [`AdminTransport::Auto`]). With [`AdminTransport::Auto`], when the kernel has no
+/// SCTP, logs a warning and binds TCP on the same address and port.
 ///
 /// # Errors
 ///
 /// With [`AdminTransport::Sctp`] and no SCTP in the kernel: an error that says so. Otherwise
 /// any error of binding.
-pub fn bind_admin(addr: SocketAddr, transport: AdminTransport) -> io::Result<AdminListener> {
+pub fn bind_admin(
+    addr: SocketAddr,
+    transport: AdminTransport,
+) -> io::Result<(Socket, AdminTransport)> {
+    let tcp = |addr| bind_tcp(addr).map(|s| (s, AdminTransport::Tcp));
     match transport {
-        AdminTransport::Tcp => bind_tcp(addr).map(AdminListener::Tcp),
+        AdminTransport::Tcp => tcp(addr),
         AdminTransport::Sctp => match sctp::listen(addr, BACKLOG) {
-            Ok(s) => Ok(AdminListener::Sctp(s)),
+            Ok(s) => Ok((s, AdminTransport::Sctp)),
             Err(e) if sctp::is_unsupported(&e) => Err(io::Error::new(
                 e.kind(),
                 format!(
@@ -82,7 +64,7 @@ pub fn bind_admin(addr: SocketAddr, transport: AdminTransport) -> io::Result<Adm
             Err(e) => Err(e),
         },
         AdminTransport::Auto => match sctp::listen(addr, BACKLOG) {
-            Ok(s) => Ok(AdminListener::Sctp(s)),
+            Ok(s) => Ok((s, AdminTransport::Sctp)),
             Err(e) if sctp::is_unsupported(&e) => {
                 tracing::warn!(
                     %addr,
@@ -90,7 +72,7 @@ pub fn bind_admin(addr: SocketAddr, transport: AdminTransport) -> io::Result<Adm
                     "this kernel has no SCTP: serving the admin protocol over TCP on the same \
                      address and port instead (use --admin-transport to choose explicitly)"
                 );
-                bind_tcp(addr).map(AdminListener::Tcp)
+                tcp(addr)
             }
             Err(e) => Err(e),
         },
@@ -103,7 +85,8 @@ mod tests {
 
     #[test]
     fn auto_falls_back_to_tcp_or_uses_sctp() {
-        let l = bind_admin("127.0.0.1:0".parse().unwrap(), AdminTransport::Auto).unwrap();
+        let (l, transport) =
+            bind_admin("127.0.0.1:0".parse().unwrap(), AdminTransport::Auto).unwrap();
         let unsupported = sctp::socket("127.0.0.1:0".parse().unwrap())
             .err()
             .is_some_and(|e| sctp::is_unsupported(&e));
@@ -112,15 +95,15 @@ mod tests {
         } else {
             AdminTransport::Sctp
         };
-        assert_eq!(l.transport(), expected);
-        assert_ne!(l.local_addr().unwrap().port(), 0);
+        assert_eq!(transport, expected);
+        assert_ne!(local_addr(&l).unwrap().port(), 0);
     }
 
     #[test]
     fn forced_sctp_fails_clearly_without_sctp() {
         let addr = "127.0.0.1:0".parse().unwrap();
         match bind_admin(addr, AdminTransport::Sctp) {
-            Ok(l) => assert_eq!(l.transport(), AdminTransport::Sctp),
+            Ok((_, t)) => assert_eq!(t, AdminTransport::Sctp),
             Err(e) => assert!(e.to_string().contains("no SCTP"), "{e}"),
         }
     }

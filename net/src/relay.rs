@@ -1,7 +1,6 @@
 //! The relay loop between a SOCKS client and its destination, whatever the runtime.
 //!
-//! The transports give each TCP socket's readiness through [`Readiness`] (tokio's
-//! `readable()` / `try_io`, async-io's `Async::readable()`); everything else is here:
+//! The sockets are the runtime's registered sockets ([`Socket`]); everything else is here:
 //!
 //! - both directions run at once on shared references (no split halves, no lock);
 //! - a direction waits for its source to be readable *before* taking a buffer, and gives the
@@ -11,31 +10,60 @@
 //!   moved with `splice(2)` through a pipe (see [`crate::splice`]), held only while data is in
 //!   flight. A direction goes back to copying as soon as sniffing is wanted again.
 //! - one side's end of stream shuts down the other side's sending half while the opposite
-//!   direction keeps flowing (TCP half-close); an error in either direction ends both.
+//!   direction keeps flowing (TCP half-close); an error in either direction ends both;
+//! - a burst of reads and writes gives the runtime a turn ([`yield_now`]) after
+//!   [`BURST_READS`] reads or [`BURST_BYTES`] bytes, whichever comes first, so that a client
+//!   that always has bytes to send (at any buffer size) never keeps other tasks, its own close
+//!   request or the server's shutdown waiting;
+//! - pipes in use are capped process-wide ([`set_pipe_budget`]), so that splicing never takes
+//!   the descriptors that the connection limit counted on: without a pipe a direction copies.
 
 use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
-use socket2::SockRef;
-
+use crate::runtime::{yield_now, Socket};
 use crate::Tap;
 
-/// A non-blocking TCP socket registered with a runtime's reactor.
-pub trait Readiness: AsFd + Sync {
-    /// Waits until the socket may be readable.
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    /// Waits until the socket may be writable.
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    /// Runs a non-blocking read-side system call on the socket. If it fails with
-    /// `WouldBlock`, the runtime must forget any readiness it cached, so that the next
-    /// [`Readiness::readable`] waits for a new event.
-    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
-    /// As [`Readiness::try_read_io`], for the write side.
-    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+/// A burst gives the runtime a turn after this many reads...
+pub const BURST_READS: usize = 64;
+/// ... or after moving this many bytes, whichever comes first.
+pub const BURST_BYTES: usize = 1 << 20;
+
+/// Pipes that may be in use at once, process-wide (see [`set_pipe_budget`]).
+static PIPE_BUDGET: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Pipes in use now (taken by a direction, not in the pool).
+static PIPES_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// Caps the pipes the relay holds at once (two descriptors each, plus the pool's). The server
+/// sets it from the descriptor limit left after its connections; beyond it, directions copy.
+pub fn set_pipe_budget(pipes: usize) {
+    PIPE_BUDGET.store(pipes, Ordering::Relaxed);
+}
+
+/// One pipe of the budget, given back on drop.
+struct PipePermit;
+
+impl PipePermit {
+    fn take() -> Option<Self> {
+        let budget = PIPE_BUDGET.load(Ordering::Relaxed);
+        PIPES_IN_USE
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < budget).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for PipePermit {
+    fn drop(&mut self) {
+        PIPES_IN_USE.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Which way bytes move (for the tap).
@@ -55,6 +83,8 @@ enum Burst {
     Switch,
     /// No pipe could be had (descriptors short): copy instead.
     NoPipe,
+    /// The burst moved its share: give the runtime a turn, then go on.
+    Yield,
 }
 
 /// Relays both directions between `client` and `dest` until both have ended. Bytes are
@@ -63,12 +93,12 @@ enum Burst {
 /// # Errors
 ///
 /// The first I/O error of either direction (which ends both).
-pub async fn relay<T: Readiness>(
+pub async fn relay<T: Socket>(
     client: &T,
     dest: &T,
     tap: &Tap<'_>,
     buf_size: usize,
-    now: fn() -> Instant,
+    now: &(dyn Fn() -> Instant + Sync),
 ) -> io::Result<()> {
     let up = one_way(client, dest, tap, buf_size, now, Direction::ClientToServer);
     let down = one_way(dest, client, tap, buf_size, now, Direction::ServerToClient);
@@ -105,12 +135,12 @@ async fn try_join(
     .await
 }
 
-async fn one_way<T: Readiness>(
+async fn one_way<T: Socket>(
     src: &T,
     dst: &T,
     tap: &Tap<'_>,
     buf_size: usize,
-    now: fn() -> Instant,
+    now: &(dyn Fn() -> Instant + Sync),
     dir: Direction,
 ) -> io::Result<()> {
     let buf_size = buf_size.max(1);
@@ -126,11 +156,12 @@ async fn one_way<T: Readiness>(
         no_pipe = matches!(burst, Burst::NoPipe);
         match burst {
             Burst::Drained | Burst::Switch | Burst::NoPipe => {}
+            Burst::Yield => yield_now().await,
             Burst::Eof => {
                 // Half-close: pass the end of stream on; the other direction is not
                 // affected. The peer may already be gone, which is no reason to cut the
                 // other direction.
-                let _ = SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+                let _ = dst.get().shutdown(std::net::Shutdown::Write);
                 return Ok(());
             }
         }
@@ -139,24 +170,34 @@ async fn one_way<T: Readiness>(
 
 /// Reads and writes through one buffer until the source would block, or (with `may_splice`,
 /// on Linux) the sniffer no longer wants the bytes.
-async fn copy_burst<T: Readiness>(
+#[allow(clippy::too_many_arguments)]
+async fn copy_burst<T: Socket>(
     src: &T,
     dst: &T,
     tap: &Tap<'_>,
     buf_size: usize,
-    now: fn() -> Instant,
+    now: &(dyn Fn() -> Instant + Sync),
     dir: Direction,
     may_splice: bool,
 ) -> io::Result<Burst> {
     let mut buf = vec![0u8; buf_size];
+    let (mut reads, mut moved) = (0, 0);
     loop {
-        let n = match src.try_read_io(|| (&*SockRef::from(src)).read(&mut buf)) {
+        if reads >= BURST_READS || moved >= BURST_BYTES {
+            return Ok(Burst::Yield);
+        }
+        let n = match src.try_read_io(|s| {
+            let mut s: &socket2::Socket = s;
+            s.read(&mut buf)
+        }) {
             Ok(0) => return Ok(Burst::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        reads += 1;
+        moved += n;
         let chunk = &buf[..n];
         match dir {
             Direction::ClientToServer => tap.from_client(now(), chunk),
@@ -169,14 +210,17 @@ async fn copy_burst<T: Readiness>(
     }
 }
 
-async fn write_all<T: Readiness>(
+async fn write_all<T: Socket>(
     dst: &T,
     mut chunk: &[u8],
     tap: &Tap<'_>,
-    now: fn() -> Instant,
+    now: &(dyn Fn() -> Instant + Sync),
 ) -> io::Result<()> {
     while !chunk.is_empty() {
-        match dst.try_write_io(|| (&*SockRef::from(dst)).write(chunk)) {
+        match dst.try_write_io(|s| {
+            let mut s: &socket2::Socket = s;
+            s.write(chunk)
+        }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(m) => {
                 tap.wrote(now(), m);
@@ -193,32 +237,42 @@ async fn write_all<T: Readiness>(
 /// Moves bytes with `splice(2)` through a pipe until the source would block, or the
 /// sniffer wants the bytes again.
 #[cfg(target_os = "linux")]
-async fn splice_burst<T: Readiness>(
+async fn splice_burst<T: Socket>(
     src: &T,
     dst: &T,
     tap: &Tap<'_>,
-    now: fn() -> Instant,
+    now: &(dyn Fn() -> Instant + Sync),
 ) -> io::Result<Burst> {
     use crate::splice::Pipe;
+    let Some(permit) = PipePermit::take() else {
+        return Ok(Burst::NoPipe);
+    };
     let Ok(mut pipe) = Pipe::take() else {
         return Ok(Burst::NoPipe);
     };
-    let (from, to) = (src.as_fd().as_raw_fd(), dst.as_fd().as_raw_fd());
+    let (from, to) = (src.get().as_raw_fd(), dst.get().as_raw_fd());
+    let mut moved = 0;
+    let mut reads = 0;
     let burst = loop {
         if tap.sniffing() {
             break Burst::Switch;
         }
+        if reads >= BURST_READS || moved >= BURST_BYTES {
+            break Burst::Yield;
+        }
         // The pipe is empty here, so `WouldBlock` means the socket has nothing to read.
-        let n = match src.try_read_io(|| pipe.fill(from, usize::MAX >> 1)) {
+        let n = match src.try_read_io(|_| pipe.fill(from, usize::MAX >> 1)) {
             Ok(0) => break Burst::Eof,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Burst::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        reads += 1;
+        moved += n;
         tap.received(now(), n);
         while pipe.pending() > 0 {
-            match dst.try_write_io(|| pipe.drain(to)) {
+            match dst.try_write_io(|_| pipe.drain(to)) {
                 Ok(m) => tap.wrote(now(), m),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -228,16 +282,17 @@ async fn splice_burst<T: Readiness>(
         }
     };
     pipe.give_back();
+    drop(permit);
     Ok(burst)
 }
 
 /// No `splice(2)` here: always copy.
 #[cfg(not(target_os = "linux"))]
-async fn splice_burst<T: Readiness>(
+async fn splice_burst<T: Socket>(
     _src: &T,
     _dst: &T,
     _tap: &Tap<'_>,
-    _now: fn() -> Instant,
+    _now: &(dyn Fn() -> Instant + Sync),
 ) -> io::Result<Burst> {
     Ok(Burst::NoPipe)
 }

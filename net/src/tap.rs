@@ -1,13 +1,12 @@
 //! What a relay does with each chunk it moves, whatever the runtime.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socks5d_core::logfmt;
 use socks5d_core::sniff::Sniffer;
-use socks5d_core::socks5::{ReplyCode, TargetAddr};
+use socks5d_core::socks5::TargetAddr;
 use socks5d_core::state::Connection;
 
 use crate::LogSink;
@@ -17,12 +16,6 @@ pub fn unix_time() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-}
-
-/// Returns the reply code for a failed name resolution: the name did not resolve, so the
-/// host is unreachable (RFC 1928 `0x04`), whatever the resolver's error was.
-pub fn resolve_error_code(_e: &io::Error) -> ReplyCode {
-    ReplyCode::HostUnreachable
 }
 
 /// The per-connection bookkeeping of a relay, shared by its two directions: counts bytes on
@@ -38,13 +31,9 @@ pub struct Tap<'a> {
     sniffer: Mutex<Option<Sniffer>>,
     /// Set once the sniffer gave up (and was dropped): no byte is of interest any more.
     sniffer_done: AtomicBool,
+    /// Bytes moved while sniffing was off: the sniffer must start over before it sees more.
+    stale: AtomicBool,
     log: Arc<dyn LogSink>,
-}
-
-impl std::fmt::Debug for dyn LogSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogSink")
-    }
 }
 
 impl<'a> Tap<'a> {
@@ -56,6 +45,7 @@ impl<'a> Tap<'a> {
             target,
             sniffer: Mutex::new(Some(sniffer)),
             sniffer_done: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
             log,
         }
     }
@@ -82,12 +72,15 @@ impl<'a> Tap<'a> {
     /// `splice` path, used only while [`Tap::sniffing`] is false): counted, not sniffed.
     pub fn received(&self, now: Instant, n: usize) {
         self.conn.record_received(now, n);
+        // Sniffing is off and these bytes pass unseen: see `sniff`.
+        self.stale.store(true, Ordering::Release);
     }
 
     /// Returns whether the sniffer wants to see the bytes: sniffing is on (read anew on each
     /// call, so an administrator's change applies from the next chunk) and the sniffer has
     /// not given up. While this is true, the relay must pass every chunk through
-    /// [`Tap::from_client`] / [`Tap::from_server`].
+    /// [`Tap::from_client`] / [`Tap::from_server`]. Bytes moved while sniffing is off make
+    /// the sniffer start over when it is on again (its view would be stale).
     pub fn sniffing(&self) -> bool {
         self.conn.state().settings().sniffing() && !self.sniffer_done.load(Ordering::Acquire)
     }
@@ -98,10 +91,22 @@ impl<'a> Tap<'a> {
     }
 
     fn sniff(&self, data: &[u8], feed: fn(&mut Sniffer, &[u8])) {
-        if data.is_empty() || !self.conn.state().settings().sniffing() {
+        if data.is_empty() || self.sniffer_done.load(Ordering::Acquire) {
+            return;
+        }
+        if !self.conn.state().settings().sniffing() {
+            // Bytes pass unseen while sniffing is off, so the sniffer's view of the
+            // conversation is stale from here on (a request it saw may be answered now, a
+            // credential refused while it was off would be taken for the next answer's).
+            self.stale.store(true, Ordering::Release);
             return;
         }
         let mut slot = self.sniffer.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.stale.swap(false, Ordering::AcqRel) && slot.is_some() {
+            // Start over: a fresh sniffer detects the protocol again from the next bytes
+            // (a request line at a keep-alive boundary), or gives up on what it cannot place.
+            *slot = Some(Sniffer::new(self.target.port()));
+        }
         let Some(sniffer) = slot.as_mut() else { return };
         feed(sniffer, data);
         while let Some(c) = sniffer.poll_credential() {

@@ -8,20 +8,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
-use socks5d_net::{AdminTransport, LogSink, ServerOptions};
+use socks5d_net::{AdminTransport, Listeners, LogSink, ServerOptions, Shared};
 
 /// The transport runtimes a scenario can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     /// `socks5d-tokio` on a multi-threaded tokio runtime.
     Tokio,
-    /// `socks5d-async-std`, its connection tasks on async-std's executor.
+    /// `socks5d-async-std`'s default: the smol family, tasks on an `async_executor`.
+    Smol,
+    /// `socks5d-async-std` with its `async-std` feature: tasks on async-std's executor.
     AsyncStd,
 }
 
 impl Runtime {
     /// Every runtime, for loops that instantiate scenarios.
-    pub const ALL: &'static [Self] = &[Self::Tokio, Self::AsyncStd];
+    pub const ALL: &'static [Self] = &[Self::Tokio, Self::Smol, Self::AsyncStd];
 }
 
 /// Collects log lines in memory.
@@ -133,16 +135,17 @@ impl TestServer {
         let log = Arc::new(MemoryLog::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (name, serve): (_, Serve) = match runtime {
-            Runtime::Tokio => ("socks5d-tokio", run_tokio),
-            Runtime::AsyncStd => ("socks5d-async-std", run_async_std),
+        let name = match runtime {
+            Runtime::Tokio => "socks5d-tokio",
+            Runtime::Smol => "socks5d-smol",
+            Runtime::AsyncStd => "socks5d-async-std",
         };
         let thread = {
             let state = state.clone();
             let log: Arc<dyn LogSink> = log.clone();
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || serve(setup, state, log, stop_rx, ready_tx))
+                .spawn(move || launch(runtime, setup, state, log, stop_rx, ready_tx))
                 .expect("spawn server thread")
         };
         let (socks, admin, admin_transport) = match ready_rx.recv() {
@@ -186,78 +189,60 @@ impl Drop for TestServer {
 type Ready = mpsc::Sender<Result<(SocketAddr, SocketAddr, AdminTransport), String>>;
 /// Completes when the test asks the server to stop (runtime-neutral).
 type Stop = tokio::sync::oneshot::Receiver<()>;
-/// Runs a server on one runtime until `Stop` completes.
-type Serve = fn(Setup, Arc<State>, Arc<dyn LogSink>, Stop, Ready);
 
-fn run_tokio(setup: Setup, state: Arc<State>, log: Arc<dyn LogSink>, stop: Stop, ready: Ready) {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+/// Runs a server on `runtime` until `stop` completes: the one runtime-specific line is how
+/// to start the runtime; serving is [`serve`], the same for all.
+fn launch(
+    runtime: Runtime,
+    setup: Setup,
+    state: Arc<State>,
+    log: Arc<dyn LogSink>,
+    stop: Stop,
+    ready: Ready,
+) {
+    let failed = ready.clone();
+    let (a, b, c, d, e) = (setup, state, log, stop, ready);
+    match runtime {
+        Runtime::Tokio => {
+            if let Err(err) = socks5d_tokio::block_on(Some(2), |rt| serve(rt, a, b, c, d, e)) {
+                let _ = failed.send(Err(err.to_string()));
+            }
+        }
+        Runtime::Smol => socks5d_async_std::block_on_smol(Some(2), |rt| serve(rt, a, b, c, d, e)),
+        Runtime::AsyncStd => socks5d_async_std::block_on_async_std(|rt| serve(rt, a, b, c, d, e)),
+    }
+}
+
+/// Binds the listeners on `rt`, reports their addresses, and serves until `stop` completes.
+async fn serve<R: socks5d_net::Runtime>(
+    rt: R,
+    setup: Setup,
+    state: Arc<State>,
+    log: Arc<dyn LogSink>,
+    stop: Stop,
+    ready: Ready,
+) {
+    let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
+    let transport = setup.options.admin_transport;
+    let listeners = match Listeners::bind(&rt, setup.socks_addr, admin_addr, transport) {
+        Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
             return;
         }
     };
-    rt.block_on(async move {
-        let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
-        let listeners = match socks5d_tokio::Listeners::bind(
-            setup.socks_addr,
-            admin_addr,
-            setup.options.admin_transport,
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let addrs = (|| {
-            Ok::<_, std::io::Error>((
-                listeners.socks.local_addr()?,
-                listeners.admin.local_addr()?,
-                listeners.admin.transport(),
-            ))
-        })()
-        .map_err(|e| e.to_string());
-        let _ = ready.send(addrs);
-        let shared = socks5d_tokio::Shared::new(state, setup.options).with_log(log);
-        socks5d_tokio::run(listeners, shared, async {
-            let _ = stop.await;
-        })
-        .await;
-    });
-}
-
-fn run_async_std(setup: Setup, state: Arc<State>, log: Arc<dyn LogSink>, stop: Stop, ready: Ready) {
-    async_std::task::block_on(async move {
-        let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
-        let listeners = match socks5d_async_std::Listeners::bind(
-            setup.socks_addr,
-            admin_addr,
-            setup.options.admin_transport,
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let addrs = (|| {
-            Ok::<_, std::io::Error>((
-                listeners.socks.local_addr()?,
-                listeners.admin.local_addr()?,
-                listeners.admin.transport(),
-            ))
-        })()
-        .map_err(|e| e.to_string());
-        let _ = ready.send(addrs);
-        let shared = socks5d_async_std::Shared::new(state, setup.options).with_log(log);
-        socks5d_async_std::run(listeners, shared, async {
-            let _ = stop.await;
-        })
-        .await;
-    });
+    let addrs = (|| {
+        Ok::<_, std::io::Error>((
+            listeners.socks.local_addr()?,
+            listeners.admin.local_addr()?,
+            listeners.admin.transport(),
+        ))
+    })()
+    .map_err(|e| e.to_string());
+    let _ = ready.send(addrs);
+    let shared = Shared::new(rt, state, setup.options).with_log(log);
+    socks5d_net::run(listeners, shared, async {
+        let _ = stop.await;
+    })
+    .await;
 }

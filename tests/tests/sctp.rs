@@ -239,10 +239,13 @@ macro_rules! scenarios {
     };
 }
 
-scenarios!(Tokio, AsyncStd);
+scenarios!(Tokio, Smol, AsyncStd);
 
 #[test]
 fn every_runtime_is_instantiated() {
     // Adding a runtime to `Runtime::ALL` without adding it to `scenarios!` above fails here.
-    assert_eq!(Runtime::ALL, &[Runtime::Tokio, Runtime::AsyncStd]);
+    assert_eq!(
+        Runtime::ALL,
+        &[Runtime::Tokio, Runtime::Smol, Runtime::AsyncStd]
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use socks5d_async_std::{run, Listeners, Shared};
+use socks5d_async_std::{run, Listeners, Shared, Smol};
 use socks5d_core::state::{Config, State};
 use socks5d_net::{AdminTransport, ServerOptions};
 
@@ -16,18 +16,20 @@ fn serves_on_a_smol_style_executor() {
     let ex = Arc::new(async_executor::Executor::new());
     let spawned = Arc::new(AtomicUsize::new(0));
     let state = Arc::new(State::new(Instant::now(), &Config::default()));
+    let (spawner, count) = (ex.clone(), spawned.clone());
+    let smol = Smol::new(move |task| {
+        count.fetch_add(1, Ordering::SeqCst);
+        spawner.spawn(task).detach();
+    });
     let listeners = Listeners::bind(
+        &smol,
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
         AdminTransport::Tcp,
     )
     .unwrap();
     let socks = listeners.socks.local_addr().unwrap();
-    let (spawner, count) = (ex.clone(), spawned.clone());
-    let shared = Shared::with_spawner(state, ServerOptions::default(), move |task| {
-        count.fetch_add(1, Ordering::SeqCst);
-        spawner.spawn(task).detach();
-    });
+    let shared = Shared::new(smol, state, ServerOptions::default());
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let server = ex.spawn(run(listeners, shared, async move {
         let _ = stop_rx.recv().await;

@@ -1,9 +1,10 @@
-//! socks5d on tokio: serves SOCKS5 clients over TCP and administrators over SCTP (or TCP)
-//! on one shared [`State`], plus the housekeeping task that runs the clean-up routine.
+//! socks5d on tokio: the runtime-neutral server of `socks5d-net` (SOCKS5 over TCP, the admin
+//! protocol over SCTP or TCP, housekeeping), run on tokio.
 //!
-//! This crate is thin: every protocol decision is made by the sans-IO sessions of
-//! `socks5d-core`, and the socket set-up that does not depend on the runtime lives in
-//! `socks5d-net`. What is here moves bytes, time and close signals between them and tokio.
+//! This crate is the [`Runtime`] implementation for tokio — clock (tokio's, so
+//! `tokio::time::pause()` works), timers, `tokio::spawn`, `lookup_host`, and sockets in an
+//! [`AsyncFd`] — plus type aliases for the embedding API. Every protocol decision is made by
+//! `socks5d-core`'s sessions, and every driver is `socks5d-net`'s.
 //!
 //! # Running a server
 //!
@@ -13,18 +14,19 @@
 //!
 //! use socks5d_core::state::{Config, State};
 //! use socks5d_net::ServerOptions;
-//! use socks5d_tokio::{run, Listeners, Shared};
+//! use socks5d_tokio::{run, Listeners, Shared, Tokio};
 //!
 //! # async fn example() -> std::io::Result<()> {
 //! let state = Arc::new(State::new(Instant::now(), &Config::default()));
 //! // Add users with `state.apply(None, &Mutation::AddUser { .. })`.
 //! let options = ServerOptions::default();
 //! let listeners = Listeners::bind(
+//!     &Tokio,
 //!     "127.0.0.1:1080".parse().unwrap(),
 //!     "127.0.0.1:8080".parse().unwrap(),
 //!     options.admin_transport,
 //! )?;
-//! let shared = Shared::new(state, options);
+//! let shared = Shared::new(Tokio, state, options);
 //! // Serves until the future completes (here: Ctrl-C), then closes every connection.
 //! run(listeners, shared, async {
 //!     let _ = tokio::signal::ctrl_c().await;
@@ -35,311 +37,108 @@
 //! ```
 //!
 //! [`run`] is [`serve_socks`], [`serve_admin`] and [`housekeeping`] joined on one shutdown
-//! signal; embedders may call those separately. A single connection on any byte stream can
-//! be served with [`serve_socks_connection`] / [`serve_admin_connection`].
+//! signal; embedders may call those separately, or serve one accepted socket with
+//! [`serve_socks_connection`] / [`serve_admin_connection`] after [`Runtime::register`].
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use socks5d_core::state::State;
-use socks5d_net::{AdminTransport, LogSink, ServerOptions, StdoutSink};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
-mod driver;
-mod relay;
-pub mod sctp;
+pub use socks5d_net::server::{
+    housekeeping, run, serve_admin, serve_admin_connection, serve_socks, serve_socks_connection,
+};
+pub use socks5d_net::{Runtime, Socket};
 
-pub use driver::{serve_admin_connection, serve_socks_connection, AdminIo};
-pub use sctp::{SctpListener, SctpStream};
+/// The server's shared handles on tokio.
+pub type Shared = socks5d_net::Shared<Tokio>;
+/// The two listeners on tokio.
+pub type Listeners = socks5d_net::Listeners<Tokio>;
+/// A listener on tokio.
+pub type Listener = socks5d_net::Listener<Tokio>;
+/// The admin listener on tokio.
+pub type AdminListener = socks5d_net::AdminListener<Tokio>;
 
-/// Returns the current time as the core wants it. Through tokio's clock, so that
-/// `tokio::time::pause()` works in tests.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
+/// The tokio runtime, as the server uses it. Methods must be called within a tokio runtime
+/// with I/O and time enabled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
 
-/// What every connection task shares: the administered state, the server options and the
-/// log sink. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Shared {
-    /// The administered model (users, settings, counters, live connections).
-    pub state: Arc<State>,
-    /// How to serve.
-    pub options: Arc<ServerOptions>,
-    /// Where access and credential lines go.
-    pub log: Arc<dyn LogSink>,
-}
-
-impl Shared {
-    /// Bundles `state` and `options`, logging to standard output ([`StdoutSink`]).
-    pub fn new(state: Arc<State>, options: ServerOptions) -> Self {
-        Self {
-            state,
-            options: Arc::new(options),
-            log: Arc::new(StdoutSink),
-        }
-    }
-
-    /// Replaces the log sink.
-    #[must_use]
-    pub fn with_log(mut self, log: Arc<dyn LogSink>) -> Self {
-        self.log = log;
-        self
-    }
-}
-
-/// The admin listener: SCTP or TCP.
+/// A socket registered with tokio's reactor.
 #[derive(Debug)]
-pub enum AdminListener {
-    /// TCP (byte stream framing).
-    Tcp(TcpListener),
-    /// SCTP (message framing).
-    Sctp(SctpListener),
-}
+pub struct TokioSocket(AsyncFd<socket2::Socket>);
 
-impl AdminListener {
-    /// Adopts a listener bound by `socks5d_net::bind_admin`. Must be called inside a tokio
-    /// runtime.
-    ///
-    /// # Errors
-    ///
-    /// If the socket cannot be registered with the reactor.
-    pub fn from_net(l: socks5d_net::AdminListener) -> io::Result<Self> {
-        match l {
-            socks5d_net::AdminListener::Tcp(l) => TcpListener::from_std(l).map(Self::Tcp),
-            socks5d_net::AdminListener::Sctp(s) => SctpListener::from_socket(s).map(Self::Sctp),
-        }
+impl Runtime for Tokio {
+    type Socket = TokioSocket;
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
     }
 
-    /// Returns the bound address.
-    ///
-    /// # Errors
-    ///
-    /// The error of `getsockname`.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Self::Tcp(l) => l.local_addr(),
-            Self::Sctp(l) => l.local_addr(),
-        }
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))
     }
 
-    /// Returns the transport in use (`Tcp` or `Sctp`).
-    pub fn transport(&self) -> AdminTransport {
-        match self {
-            Self::Tcp(_) => AdminTransport::Tcp,
-            Self::Sctp(_) => AdminTransport::Sctp,
-        }
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
+    }
+
+    fn register(&self, socket: socket2::Socket) -> io::Result<TokioSocket> {
+        // SAFETY: a `socket2::Socket` owns its descriptor: it stays open and refers to the
+        // same socket until the `Socket` is dropped, which happens only when the `AsyncFd`
+        // (its only owner) is dropped, and `as_raw_fd` always returns that descriptor.
+        Ok(TokioSocket(unsafe { AsyncFd::register(socket) }?))
+    }
+
+    #[allow(clippy::manual_async_fn)] // `async fn` would borrow `self`: not `'static`
+    fn resolve(
+        &self,
+        host: String,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static {
+        async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) }
     }
 }
 
-/// The two listeners of a server.
-#[derive(Debug)]
-pub struct Listeners {
-    /// SOCKS5 over TCP.
-    pub socks: TcpListener,
-    /// The admin protocol.
-    pub admin: AdminListener,
-}
+impl Socket for TokioSocket {
+    fn get(&self) -> &socket2::Socket {
+        self.0.get_ref()
+    }
 
-impl Listeners {
-    /// Binds the SOCKS listener on `socks` and the admin listener on `admin` (see
-    /// `socks5d_net::bind_admin` for `transport`). Must be called inside a tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// Any bind error; with [`AdminTransport::Sctp`], the kernel having no SCTP.
-    pub fn bind(
-        socks: SocketAddr,
-        admin: SocketAddr,
-        transport: AdminTransport,
-    ) -> io::Result<Self> {
-        let socks = TcpListener::from_std(socks5d_net::bind_tcp(socks)?)?;
-        let admin = AdminListener::from_net(socks5d_net::bind_admin(admin, transport)?)?;
-        Ok(Self { socks, admin })
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await.map(|mut g| g.retain_ready())
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        self.0.writable().await.map(|mut g| g.retain_ready())
+    }
+
+    fn try_read_io<R>(&self, f: impl FnOnce(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
+        self.0.try_io(Interest::READABLE, f)
+    }
+
+    fn try_write_io<R>(&self, f: impl FnOnce(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
+        self.0.try_io(Interest::WRITABLE, f)
     }
 }
 
-/// Serves both listeners and runs the housekeeping task until `shutdown` completes; then
-/// stops accepting, asks every connection to close ([`State::close_all`]) and waits up to
-/// `options.shutdown_grace` for them.
-pub async fn run(listeners: Listeners, shared: Shared, shutdown: impl Future<Output = ()>) {
-    let (tx, rx) = watch::channel(());
-    let signal = |mut rx: watch::Receiver<()>| async move {
-        // Resolves on the shutdown notice, or if `run` itself is dropped.
-        let _ = rx.changed().await;
-    };
-    let socks = serve_socks(listeners.socks, shared.clone(), signal(rx.clone()));
-    let admin = serve_admin(listeners.admin, shared.clone(), signal(rx.clone()));
-    let house = housekeeping(shared.state.clone(), signal(rx));
-    let notify = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = tx.send(());
-    };
-    tokio::join!(socks, admin, house, notify);
-}
-
-/// Tracks a listener's connection tasks (mini-redis's `shutdown_complete` channel): every
-/// task holds a sender; all senders dropped means all tasks ended.
-struct Tasks {
-    tx: Option<mpsc::Sender<()>>,
-    rx: mpsc::Receiver<()>,
-}
-
-impl Tasks {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::channel(1);
-        Self { tx: Some(tx), rx }
+/// Starts a multi-threaded tokio runtime (`threads` workers, or one per core) and runs
+/// `main` on it to completion.
+///
+/// # Errors
+///
+/// If the runtime cannot be built.
+pub fn block_on<F: Future>(
+    threads: Option<usize>,
+    main: impl FnOnce(Tokio) -> F,
+) -> io::Result<F::Output> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
     }
-
-    fn token(&self) -> Option<mpsc::Sender<()>> {
-        self.tx.clone()
-    }
-
-    async fn wait(mut self, state: &State, grace: Duration, what: &str) {
-        state.close_all();
-        self.tx = None;
-        if tokio::time::timeout(grace, self.rx.recv()).await.is_err() {
-            tracing::warn!("some {what} connections did not close within {grace:?}");
-        } else {
-            tracing::debug!("{what} listener stopped; its connections are closed");
-        }
-    }
-}
-
-/// Handles an `accept` error: logs it and, when descriptors or memory ran out, backs off
-/// for a moment so the loop does not spin.
-async fn accept_failed(e: &io::Error, what: &str) {
-    if let Some(pause) = socks5d_net::sys::accept_backoff(e, what) {
-        tokio::time::sleep(pause).await;
-    }
-}
-
-/// Accepts SOCKS5 clients on `listener` until `shutdown` completes, one task each, at most
-/// `options.max_connections` at once. On shutdown, asks every connection of the state to
-/// close and waits up to `options.shutdown_grace`.
-pub async fn serve_socks(
-    listener: TcpListener,
-    shared: Shared,
-    shutdown: impl Future<Output = ()>,
-) {
-    let limit = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
-    let tasks = Tasks::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    accept_failed(&e, "SOCKS").await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let shared = shared.clone();
-        let token = tasks.token();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _token = token;
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = serve_socks_connection::<TcpStream>(stream, peer, &shared).await {
-                tracing::debug!(%peer, error = %e, "SOCKS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tasks
-        .wait(&shared.state, shared.options.shutdown_grace, "SOCKS")
-        .await;
-}
-
-/// Accepts administrators on `listener` until `shutdown` completes, one task each, at most
-/// `options.max_admin_connections` at once. On shutdown, as [`serve_socks`].
-pub async fn serve_admin(
-    listener: AdminListener,
-    shared: Shared,
-    shutdown: impl Future<Output = ()>,
-) {
-    let limit = Arc::new(Semaphore::new(shared.options.max_admin_connections.max(1)));
-    let tasks = Tasks::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let accepted = tokio::select! {
-            r = accept_admin(&listener) => r,
-            () = &mut shutdown => break,
-        };
-        let (io, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                accept_failed(&e, "admin").await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let token = tasks.token();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _token = token;
-            tracing::debug!(%peer, "admin connection");
-            if let Err(e) = serve_admin_connection(io, peer, &shared).await {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tasks
-        .wait(&shared.state, shared.options.shutdown_grace, "admin")
-        .await;
-}
-
-async fn accept_admin(l: &AdminListener) -> io::Result<(AdminIo<TcpStream>, SocketAddr)> {
-    match l {
-        AdminListener::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok((AdminIo::Stream(s), peer))
-        }
-        AdminListener::Sctp(l) => {
-            let (s, peer) = l.accept().await?;
-            Ok((AdminIo::Sctp(s), peer))
-        }
-    }
-}
-
-/// Runs the clean-up routine ([`State::sweep`]) every `selector_timeout` seconds (read
-/// anew each period, so an administrator's change applies from the next period) until
-/// `shutdown` completes.
-pub async fn housekeeping(state: Arc<State>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let period = Duration::from_secs(u64::from(state.settings().selector_timeout().max(1)));
-        tokio::select! {
-            () = tokio::time::sleep(period) => {
-                let n = state.sweep(now());
-                if n > 0 {
-                    tracing::debug!(closed = n, "clean-up: closing idle connections");
-                }
-            }
-            () = &mut shutdown => return,
-        }
-    }
+    let rt = builder.enable_all().build()?;
+    Ok(rt.block_on(main(Tokio)))
 }

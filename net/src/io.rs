@@ -1,0 +1,191 @@
+//! Socket operations over any [`Runtime`], written once: accept, connect, read, write, SCTP
+//! messages, and the graceful close.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use socket2::{Domain, SockAddr, Type};
+
+use crate::runtime::{race, Raced, Runtime, Socket};
+use crate::sctp;
+
+/// Runs a read-side call until it does not return `WouldBlock`, waiting for readiness.
+///
+/// # Errors
+///
+/// The call's error.
+pub async fn read_with<S: Socket, T>(
+    s: &S,
+    mut f: impl FnMut(&socket2::Socket) -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match s.try_read_io(&mut f) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.readable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+/// Runs a write-side call until it does not return `WouldBlock`, waiting for readiness.
+///
+/// # Errors
+///
+/// The call's error.
+pub async fn write_with<S: Socket, T>(
+    s: &S,
+    mut f: impl FnMut(&socket2::Socket) -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match s.try_write_io(&mut f) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+/// Reads once (up to `max` bytes) and appends to `buf`; `Ok(0)` is end of stream.
+///
+/// # Errors
+///
+/// The error of `read`.
+pub async fn read_buf<S: Socket>(s: &S, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + max, 0);
+    let r = read_with(s, |sock| {
+        let mut sock: &socket2::Socket = sock;
+        sock.read(&mut buf[start..])
+    })
+    .await;
+    buf.truncate(start + *r.as_ref().unwrap_or(&0));
+    r
+}
+
+/// Writes all of `data`.
+///
+/// # Errors
+///
+/// The error of `write`; `WriteZero` if the socket takes nothing.
+pub async fn write_all<S: Socket>(s: &S, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = write_with(s, |sock| {
+            let mut sock: &socket2::Socket = sock;
+            sock.write(data)
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Receives part of an SCTP message (see [`sctp::recv_msg`]).
+///
+/// # Errors
+///
+/// The error of `recvmsg`.
+pub async fn recv_msg<S: Socket>(
+    s: &S,
+    buf: &mut BytesMut,
+    max: usize,
+) -> io::Result<sctp::Received> {
+    read_with(s, |sock| sctp::recv_msg(sock, buf, max)).await
+}
+
+/// Sends `data` as one SCTP message.
+///
+/// # Errors
+///
+/// The error of `send`.
+pub async fn send_msg<S: Socket>(s: &S, data: &[u8]) -> io::Result<()> {
+    write_with(s, |sock| sctp::send_msg(sock, data)).await
+}
+
+/// Accepts one connection (non-blocking, close-on-exec) and returns it with its peer.
+///
+/// # Errors
+///
+/// The error of `accept4`.
+pub async fn accept<S: Socket>(listener: &S) -> io::Result<(socket2::Socket, SocketAddr)> {
+    let (s, peer) = read_with(listener, |l| {
+        l.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+    })
+    .await?;
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| io::Error::other("peer address is not an IP address"))?;
+    Ok((s, peer))
+}
+
+/// Opens a TCP connection to `addr` (`TCP_NODELAY` set) and returns it with its local address.
+///
+/// # Errors
+///
+/// The connect's error (refused, unreachable, ...).
+pub async fn connect_tcp<R: Runtime>(
+    rt: &R,
+    addr: SocketAddr,
+) -> io::Result<(R::Socket, SocketAddr)> {
+    let s = socket2::Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    let _ = s.set_tcp_nodelay(true);
+    match s.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let s = rt.register(s)?;
+    s.writable().await?;
+    if let Some(e) = s.get().take_error()? {
+        return Err(e);
+    }
+    let local = s
+        .get()
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("local address is not an IP address"))?;
+    Ok((s, local))
+}
+
+/// How long a graceful close waits for the peer to read what it was sent and close its side.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// How many bytes a graceful close reads and discards before giving up on the peer.
+const LINGER_MAX_DISCARD: usize = 1 << 20;
+
+/// Closes a connection without destroying what was sent: shuts down the sending side (so the
+/// peer reads everything, then end of stream), then reads and discards until the peer closes
+/// too, `until` passes, or 1 MiB was discarded. Dropping a socket whose
+/// receive queue still holds bytes would make the kernel answer with RST, and the peer's kernel
+/// would then discard the responses it has not read yet. `cut` (the connection's close
+/// request: shutdown, removal) ends the wait early.
+pub async fn close_gracefully<R: Runtime, C>(
+    rt: &R,
+    s: &R::Socket,
+    until: Instant,
+    cut: impl std::future::Future<Output = C>,
+) {
+    let mut cut = std::pin::pin!(cut);
+    if s.get().shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut discarded = 0;
+    while discarded < LINGER_MAX_DISCARD {
+        let read = read_with(s, |sock| {
+            let mut sock: &socket2::Socket = sock;
+            sock.read(&mut scratch)
+        });
+        match race(rt, cut.as_mut(), Some(until), read).await {
+            Raced::Io(Ok(n)) if n > 0 => discarded += n,
+            _ => return,
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The server, written once for every runtime: the accept loops, the SOCKS and admin
+//! connection drivers, the relay, housekeeping and shutdown, generic over [`Runtime`].
+//!
+//! Every protocol decision is made by the sans-IO sessions of `socks5d-core`; the drivers here
+//! move bytes, time, I/O results and close requests between them and the sockets, following
+//! the core's drain contract: after every `handle_*`, drain `poll_transmit` (write), then
+//! `poll_event` (act), then read `poll_timeout`, then wait with [`race`](crate::runtime::race()):
+//! close request first, deadline second, I/O last.
+//!
+//! Shutdown and limits follow mini-redis: one task per connection, a semaphore of permits per
+//! listener, a channel whose senders the tasks hold (all dropped: all tasks ended), errors
+//! logged rather than propagated.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_lock::Semaphore;
+use socks5d_core::admin::Framing;
+use socks5d_core::state::{CloseCause, Connection, State};
+
+use crate::runtime::{race, Raced, Runtime, Socket};
+use crate::{io as sio, listen, AdminTransport, LogSink, ServerOptions, StdoutSink};
+
+mod admin;
+mod socks;
+
+pub use admin::serve_admin_connection;
+pub use socks::serve_socks_connection;
+
+/// What every connection task shares: the runtime, the administered state, the server
+/// options and the log sink. Cheap to clone.
+#[derive(Debug)]
+pub struct Shared<R: Runtime> {
+    /// The runtime everything runs on.
+    pub rt: R,
+    /// The administered model (users, settings, counters, live connections).
+    pub state: Arc<State>,
+    /// How to serve.
+    pub options: Arc<ServerOptions>,
+    /// Where access and credential lines go.
+    pub log: Arc<dyn LogSink>,
+}
+
+impl<R: Runtime> Clone for Shared<R> {
+    fn clone(&self) -> Self {
+        Self {
+            rt: self.rt.clone(),
+            state: self.state.clone(),
+            options: self.options.clone(),
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> Shared<R> {
+    /// Bundles `state` and `options` on `rt`, logging to standard output through a writer
+    /// thread ([`StdoutSink`]).
+    pub fn new(rt: R, state: Arc<State>, options: ServerOptions) -> Self {
+        Self {
+            rt,
+            state,
+            options: Arc::new(options),
+            log: Arc::new(StdoutSink::default()),
+        }
+    }
+
+    /// Replaces the log sink.
+    #[must_use]
+    pub fn with_log(mut self, log: Arc<dyn LogSink>) -> Self {
+        self.log = log;
+        self
+    }
+}
+
+/// A listening socket (TCP, or SCTP for the admin service) on a runtime.
+#[derive(Debug)]
+pub struct Listener<R: Runtime> {
+    socket: R::Socket,
+}
+
+impl<R: Runtime> Listener<R> {
+    /// Binds a TCP listener on `addr` (see [`listen::bind_tcp`]).
+    ///
+    /// # Errors
+    ///
+    /// Any bind error.
+    pub fn bind(rt: &R, addr: SocketAddr) -> io::Result<Self> {
+        Self::from_socket(rt, listen::bind_tcp(addr)?)
+    }
+
+    /// Adopts a bound, listening socket.
+    ///
+    /// # Errors
+    ///
+    /// If it cannot be made non-blocking or registered.
+    pub fn from_socket(rt: &R, socket: socket2::Socket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket: rt.register(socket)?,
+        })
+    }
+
+    /// Returns the bound address.
+    ///
+    /// # Errors
+    ///
+    /// The error of `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        listen::local_addr(self.socket.get())
+    }
+
+    /// Accepts one connection. Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// The error of `accept`.
+    pub async fn accept(&self) -> io::Result<(socket2::Socket, SocketAddr)> {
+        sio::accept(&self.socket).await
+    }
+}
+
+/// The admin listener: SCTP (message framing) or TCP (byte stream).
+#[derive(Debug)]
+pub struct AdminListener<R: Runtime> {
+    listener: Listener<R>,
+    transport: AdminTransport,
+}
+
+impl<R: Runtime> AdminListener<R> {
+    /// Binds the admin listener on `addr` (see [`listen::bind_admin`] for `transport`).
+    ///
+    /// # Errors
+    ///
+    /// Any bind error; with [`AdminTransport::Sctp`], the kernel having no SCTP.
+    pub fn bind(rt: &R, addr: SocketAddr, transport: AdminTransport) -> io::Result<Self> {
+        let (socket, transport) = listen::bind_admin(addr, transport)?;
+        Ok(Self {
+            listener: Listener::from_socket(rt, socket)?,
+            transport,
+        })
+    }
+
+    /// Returns the bound address.
+    ///
+    /// # Errors
+    ///
+    /// The error of `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Returns the transport in use (`Tcp` or `Sctp`).
+    pub fn transport(&self) -> AdminTransport {
+        self.transport
+    }
+
+    fn framing(&self) -> Framing {
+        match self.transport {
+            AdminTransport::Sctp => Framing::Message,
+            AdminTransport::Tcp | AdminTransport::Auto => Framing::Stream,
+        }
+    }
+}
+
+/// The two listeners of a server.
+#[derive(Debug)]
+pub struct Listeners<R: Runtime> {
+    /// SOCKS5 over TCP.
+    pub socks: Listener<R>,
+    /// The admin protocol.
+    pub admin: AdminListener<R>,
+}
+
+impl<R: Runtime> Listeners<R> {
+    /// Binds the SOCKS listener on `socks` and the admin listener on `admin`.
+    ///
+    /// # Errors
+    ///
+    /// Any bind error; with [`AdminTransport::Sctp`], the kernel having no SCTP.
+    pub fn bind(
+        rt: &R,
+        socks: SocketAddr,
+        admin: SocketAddr,
+        transport: AdminTransport,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            socks: Listener::bind(rt, socks)?,
+            admin: AdminListener::bind(rt, admin, transport)?,
+        })
+    }
+}
+
+/// Serves both listeners and runs the housekeeping task until `shutdown` completes; then
+/// stops accepting, asks every connection to close ([`State::close_all`]) and waits up to
+/// `options.shutdown_grace` for them.
+pub async fn run<R: Runtime>(
+    listeners: Listeners<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Closed (all senders dropped) on shutdown; every waiter sees it.
+    let (tx, rx) = async_channel::bounded::<()>(1);
+    let signal = |rx: async_channel::Receiver<()>| async move {
+        let _ = rx.recv().await;
+    };
+    let socks = serve_socks(listeners.socks, shared.clone(), signal(rx.clone()));
+    let admin = serve_admin(listeners.admin, shared.clone(), signal(rx.clone()));
+    let house = housekeeping(shared, signal(rx));
+    let notify = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        drop(tx);
+    };
+    let (((), ()), ((), ())) = futures_lite::future::zip(
+        futures_lite::future::zip(socks, admin),
+        futures_lite::future::zip(house, notify),
+    )
+    .await;
+}
+
+/// Tracks a listener's connection tasks (mini-redis's `shutdown_complete` channel): every
+/// task holds a sender; all senders dropped means all tasks ended.
+struct Tasks {
+    tx: Option<async_channel::Sender<()>>,
+    rx: async_channel::Receiver<()>,
+}
+
+impl Tasks {
+    fn new() -> Self {
+        let (tx, rx) = async_channel::bounded(1);
+        Self { tx: Some(tx), rx }
+    }
+
+    fn token(&self) -> Option<async_channel::Sender<()>> {
+        self.tx.clone()
+    }
+
+    async fn wait<R: Runtime>(mut self, rt: &R, state: &State, grace: Duration, what: &str) {
+        state.close_all();
+        self.tx = None;
+        let until = rt.now() + grace;
+        match race(
+            rt,
+            std::future::pending::<()>(),
+            Some(until),
+            self.rx.recv(),
+        )
+        .await
+        {
+            Raced::Deadline => {
+                tracing::warn!("some {what} connections did not close within {grace:?}");
+            }
+            _ => tracing::debug!("{what} listener stopped; its connections are closed"),
+        }
+    }
+}
+
+/// Handles an `accept` error: logs it and, when descriptors or memory ran out, backs off
+/// for a moment so the loop does not spin.
+async fn accept_failed<R: Runtime>(rt: &R, e: &io::Error, what: &str) {
+    if let Some(pause) = crate::sys::accept_backoff(e, what) {
+        rt.sleep_until(rt.now() + pause).await;
+    }
+}
+
+/// Waits until the shared state asks `conn` to close.
+pub(crate) fn closed(conn: &Connection) -> impl Future<Output = CloseCause> + '_ {
+    poll_fn(|cx| conn.poll_closed(cx))
+}
+
+/// Accepts SOCKS5 clients on `listener` until `shutdown` completes, one task each, at most
+/// `options.max_connections` at once. On shutdown, asks every connection of the state to
+/// close and waits up to `options.shutdown_grace`.
+pub async fn serve_socks<R: Runtime>(
+    listener: Listener<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let rt = shared.rt.clone();
+    let limit = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
+    let tasks = Tasks::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let acquired = race(&rt, shutdown.as_mut(), None, limit.acquire_arc()).await;
+        let Raced::Io(permit) = acquired else { break };
+        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, listener.accept()).await {
+            Raced::Io(Ok(x)) => x,
+            Raced::Io(Err(e)) => {
+                accept_failed(&rt, &e, "SOCKS").await;
+                continue;
+            }
+            _ => break,
+        };
+        let shared = shared.clone();
+        let token = tasks.token();
+        rt.spawn(async move {
+            let _permit = permit;
+            let _token = token;
+            let _ = socket.set_tcp_nodelay(true);
+            let client = match shared.rt.register(socket) {
+                Ok(c) => c,
+                Err(e) => return tracing::debug!(%peer, error = %e, "cannot register"),
+            };
+            if let Err(e) = serve_socks_connection(&shared, client, peer).await {
+                tracing::debug!(%peer, error = %e, "SOCKS connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tasks
+        .wait(&rt, &shared.state, shared.options.shutdown_grace, "SOCKS")
+        .await;
+}
+
+/// Accepts administrators on `listener` until `shutdown` completes, one task each, at most
+/// `options.max_admin_connections` at once. On shutdown, as [`serve_socks`].
+pub async fn serve_admin<R: Runtime>(
+    listener: AdminListener<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let rt = shared.rt.clone();
+    let framing = listener.framing();
+    let limit = Arc::new(Semaphore::new(shared.options.max_admin_connections.max(1)));
+    let tasks = Tasks::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let acquired = race(&rt, shutdown.as_mut(), None, limit.acquire_arc()).await;
+        let Raced::Io(permit) = acquired else { break };
+        let accepted = race(&rt, shutdown.as_mut(), None, listener.listener.accept()).await;
+        let (socket, peer) = match accepted {
+            Raced::Io(Ok(x)) => x,
+            Raced::Io(Err(e)) => {
+                accept_failed(&rt, &e, "admin").await;
+                continue;
+            }
+            _ => break,
+        };
+        let shared = shared.clone();
+        let token = tasks.token();
+        rt.spawn(async move {
+            let _permit = permit;
+            let _token = token;
+            if framing == Framing::Stream {
+                let _ = socket.set_tcp_nodelay(true);
+            }
+            let io = match shared.rt.register(socket) {
+                Ok(c) => c,
+                Err(e) => return tracing::debug!(%peer, error = %e, "cannot register"),
+            };
+            tracing::debug!(%peer, "admin connection");
+            if let Err(e) = serve_admin_connection(&shared, io, peer, framing).await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tasks
+        .wait(&rt, &shared.state, shared.options.shutdown_grace, "admin")
+        .await;
+}
+
+/// Runs the clean-up routine ([`State::sweep`]) every `selector_timeout` seconds (read anew
+/// each period, so an administrator's change applies from the next period) until `shutdown`
+/// completes.
+pub async fn housekeeping<R: Runtime>(shared: Shared<R>, shutdown: impl Future<Output = ()>) {
+    let rt = &shared.rt;
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let secs = shared.state.settings().selector_timeout().max(1);
+        let next = rt.now() + Duration::from_secs(u64::from(secs));
+        let pending = std::future::pending::<()>();
+        match race(rt, shutdown.as_mut(), Some(next), pending).await {
+            Raced::Deadline => {
+                let n = shared.state.sweep(rt.now());
+                if n > 0 {
+                    tracing::debug!(closed = n, "clean-up: closing idle connections");
+                }
+            }
+            _ => return,
+        }
+    }
+}
