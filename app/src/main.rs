@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use clap::Parser;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
+use socks5d_net::budget::Budget;
 use socks5d_net::{Listeners, ServerOptions, Shared};
 
 mod cli;
@@ -38,42 +39,44 @@ fn main() -> ExitCode {
         return ExitCode::from(USAGE);
     }
 
-    let max_connections = max_connections(cli.max_connections);
+    let defaults = ServerOptions::default();
+    let max_connections = plan_descriptors(cli.max_connections, defaults.max_admin_connections);
     let options = ServerOptions {
         dialect: cli.admin_dialect.into(),
         admin_transport: cli.admin_transport.into(),
         max_connections,
-        ..ServerOptions::default()
+        ..defaults
     };
     let socks_addr = SocketAddr::new(cli.listen, cli.port);
     let admin_addr = SocketAddr::new(cli.admin_listen, cli.admin_port);
     run(cli.runtime, state, options, socks_addr, admin_addr)
 }
 
-/// Default of `--max-connections`.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-/// Raises the open-file limit and returns how many SOCKS connections to serve at once: the
-/// operator's number (with a warning if the limit cannot hold it), else the default, lowered
-/// to what the limit holds (two descriptors per proxied connection, 64 spare).
-fn max_connections(asked: Option<usize>) -> usize {
-    let fits = |limit: u64| usize::try_from(limit.saturating_sub(64) / 2).unwrap_or(usize::MAX);
-    match (asked, socks5d_net::sys::raise_nofile_limit()) {
-        (Some(n), Ok(limit)) if n > fits(limit) => {
-            tracing::warn!(
-                limit,
-                max_connections = n,
-                "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
-            );
-            n
+/// Raises the open-file limit and plans it ([`Budget`]): how many SOCKS connections to serve
+/// at once (the operator's number, with a warning if the limit cannot hold it, else two fifths
+/// of the descriptors left after a reserve, at most 10 000), and how many relay pipes may be
+/// in use at once (the rest; the relay copies when none is free).
+fn plan_descriptors(asked: Option<usize>, admin_sockets: usize) -> usize {
+    let budget = match socks5d_net::sys::raise_nofile_limit() {
+        Ok(limit) => {
+            let b = Budget::plan(limit, asked, admin_sockets);
+            if b.overcommitted {
+                tracing::warn!(
+                    limit,
+                    max_connections = b.max_connections,
+                    "the open-file limit is low for --max-connections (each proxied connection needs two descriptors)"
+                );
+            }
+            tracing::debug!(limit, ?b, "descriptor budget");
+            b
         }
-        (Some(n), _) => n,
-        (None, Ok(limit)) => DEFAULT_MAX_CONNECTIONS.min(fits(limit)).max(1),
-        (None, Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "could not raise the open-file limit");
-            DEFAULT_MAX_CONNECTIONS
+            Budget::plan(u64::MAX, asked, admin_sockets)
         }
-    }
+    };
+    socks5d_net::relay::set_pipe_budget(budget.pipes);
+    budget.max_connections
 }
 
 /// Diagnostics to stderr; `--log-level` wins over `RUST_LOG`, default `info`.

@@ -19,6 +19,7 @@
 //! - [`LogSink`]: where access-log and credentials-log lines go ([`StdoutSink`]: a writer
 //!   thread behind a bounded queue, so a stuck stdout never blocks a connection).
 //! - [`Tap`]: what a relay does with each chunk it moves (counting, sniffing, logging).
+//! - [`budget`]: how many connections and relay pipes fit in the open-file limit.
 //! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion and backing off.
 //!
 //! Protocol decisions live in `socks5d-core`; this crate only moves bytes and reports I/O.
@@ -29,6 +30,7 @@
 //! (readiness and non-blocking calls) in a crate of its own; `server::run` then serves on it.
 //! See `socks5d-tokio` (about a hundred lines).
 
+pub mod budget;
 pub mod connect;
 pub mod io;
 pub mod listen;
