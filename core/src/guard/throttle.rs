@@ -138,11 +138,11 @@ pub struct FailureNote {
 /// # Memory
 ///
 /// At most [`ThrottlePolicy::max_keys`] keys are tracked, in 16 shards selected by a randomly
-/// keyed hash. When a shard is full, a forgotten entry is dropped if there is one, else the
-/// entry with the **fewest failures** (the oldest among equals): an attacker who wants his
-/// own entry with F failures evicted must first fill the shard with entries of at least F
-/// failures each, which costs about `max_keys · F` failed attempts (each throttled) to win
-/// back F attempts. Fresh keys, such as a flood of made-up user names, only evict each other
+/// keyed hash. When a shard is full, its lowest-ranked eighth makes room: forgotten entries
+/// first, then those with the **fewest failures** (the least recently touched among equals).
+/// An attacker who wants his own entry with F failures evicted must first fill seven eighths
+/// of the shard with entries of at least F failures each, which costs about
+/// `7/8 · max_keys · F` failed attempts (each throttled) to win back F attempts. Fresh keys, such as a flood of made-up user names, only evict each other
 /// and the one-typo entries of honest users (whose loss costs nothing). Use one throttle per
 /// listener kind, so that SOCKS5 keys never evict admin keys.
 ///
@@ -366,7 +366,7 @@ impl LoginThrottle {
     ) -> &'m mut Entry {
         if self.live(map, now, k).is_none() {
             if map.len() >= self.per_shard {
-                self.evict_one(map, now);
+                self.make_room(map, now);
             }
             map.insert(OwnedKey::from(*k), Entry::new(now));
         }
@@ -374,16 +374,28 @@ impl LoginThrottle {
         map.get_mut(q).expect("present: found or just inserted")
     }
 
-    /// Drops one entry: a forgotten one if any, else the one with the fewest failures, the
-    /// least recently touched among equals. One pass over the shard.
-    fn evict_one(&self, map: &mut HashMap<OwnedKey, Entry>, now: Instant) {
-        let victim = map
-            .iter()
-            .min_by_key(|(_, e)| (!self.is_forgotten(e, now), e.failures, e.touched))
-            .map(|(k, _)| k.key_ref());
-        if let Some(v) = victim.map(OwnedKey::from) {
-            map.remove(&v);
-        }
+    /// The eviction order: forgotten entries first, then the fewest failures, then the least
+    /// recently touched.
+    fn rank(&self, e: &Entry, now: Instant) -> (bool, u32, Instant) {
+        (!self.is_forgotten(e, now), e.failures, e.touched)
+    }
+
+    /// Drops the lowest-ranked eighth of a full shard (at least one entry), so that a flood of
+    /// new keys pays for the pass over the shard once per `per_shard / 8` keys, not per key.
+    fn make_room(&self, map: &mut HashMap<OwnedKey, Entry>, now: Instant) {
+        let k = (map.len() / 8).max(1);
+        let mut ranks: Vec<_> = map.values().map(|e| self.rank(e, now)).collect();
+        let (below, &mut threshold, _) = ranks.select_nth_unstable(k - 1);
+        // Everything ranked below the threshold goes, and as many of its equals as make k.
+        let mut ties = k - below.iter().filter(|&&r| r < threshold).count();
+        map.retain(|_, e| match self.rank(e, now).cmp(&threshold) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal if ties > 0 => {
+                ties -= 1;
+                false
+            }
+            _ => true,
+        });
     }
 
     /// Returns when an attempt under `key` arriving now could be answered: `None` = now.

@@ -312,29 +312,61 @@ fn quiet_keys_are_forgotten() {
 
 #[test]
 fn memory_is_bounded_and_a_flood_does_not_evict_the_attacker() {
+    // 4 keys per shard (one evicted at a time), and 64 (eight at a time).
+    for max_keys in [64, 1024] {
+        let th = LoginThrottle::new(ThrottlePolicy {
+            max_keys,
+            ..ThrottlePolicy::default()
+        });
+        let now = t0();
+        let target = ThrottleKey::Socks(ip("192.0.2.90"), b"admin");
+        for _ in 0..10 {
+            let _ = th.record_failure(now, target);
+        }
+        // The attacker makes up 10 000 user names from the same address, two failures each.
+        let mut name = Vec::new();
+        for i in 0..10_000u32 {
+            name.clear();
+            name.extend_from_slice(format!("user{i}").as_bytes());
+            let k = ThrottleKey::Socks(ip("192.0.2.90"), &name);
+            let _ = th.begin_attempt(now, k, now + DEADLINE);
+            let _ = th.record_failure(now, k);
+            let _ = th.record_failure(now, k);
+            assert!(th.len() <= max_keys);
+        }
+        assert!(th.len() > max_keys / 2, "{}", th.len());
+        assert_eq!(th.delay_until(now, target), Some(now + 60 * SEC));
+        assert_eq!(th.record_failure(now, target).failures, 11);
+    }
+}
+
+#[test]
+fn a_full_shard_loses_its_least_failed_eighth() {
     let th = LoginThrottle::new(ThrottlePolicy {
-        max_keys: 64,
+        max_keys: 16 * SHARDS,
         ..ThrottlePolicy::default()
     });
     let now = t0();
-    let target = ThrottleKey::Socks(ip("192.0.2.90"), b"admin");
-    for _ in 0..10 {
-        let _ = th.record_failure(now, target);
+    let key = |i: u32| ThrottleKey::Admin(IpAddr::V4(Ipv4Addr::from(0x0a10_0000 + i)));
+    let shard_of = |i: u32| std::ptr::from_ref(th.shard(&KeyRef::from(key(i))));
+    let same: Vec<u32> = (0..)
+        .filter(|&i| shard_of(i) == shard_of(0))
+        .take(17)
+        .collect();
+    // Sixteen keys with 1 to 16 failures fill the shard.
+    for (n, &k) in same[..16].iter().enumerate() {
+        for _ in 0..=n {
+            let _ = th.record_failure(now, key(k));
+        }
     }
-    // The attacker makes up 10 000 user names from the same address, two failures each.
-    let mut name = Vec::new();
-    for i in 0..10_000u32 {
-        name.clear();
-        name.extend_from_slice(format!("user{i}").as_bytes());
-        let k = ThrottleKey::Socks(ip("192.0.2.90"), &name);
-        let _ = th.begin_attempt(now, k, now + DEADLINE);
-        let _ = th.record_failure(now, k);
-        let _ = th.record_failure(now, k);
-        assert!(th.len() <= 64);
-    }
-    assert_eq!(th.len(), 64);
-    assert_eq!(th.delay_until(now, target), Some(now + 60 * SEC));
-    assert_eq!(th.record_failure(now, target).failures, 11);
+    assert_eq!(th.len(), 16);
+    // The seventeenth evicts the two (16 / 8) with 1 and 2 failures.
+    let _ = th.record_failure(now, key(same[16]));
+    let left: Vec<Option<u32>> = same.iter().map(|&k| th.peek(now, key(k))).collect();
+    let mut want: Vec<Option<u32>> = vec![None, None];
+    want.extend((3..=16).map(Some));
+    want.push(Some(1));
+    assert_eq!(left, want);
 }
 
 impl LoginThrottle {
