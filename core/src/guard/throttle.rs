@@ -28,7 +28,7 @@ pub struct ThrottlePolicy {
     /// The largest delay (default 60 s).
     pub cap: Duration,
     /// At most this many keys are tracked (default 16 384); when the table is full, the
-    /// least-failed entry makes room (see [`LoginThrottle`]). At least the number of shards
+    /// least-failed entries make room (see [`LoginThrottle`]). At least the number of shards
     /// (16) is used.
     pub max_keys: usize,
     /// At most one failure per key is to be logged per this interval (default 60 s); the others
