@@ -83,6 +83,7 @@ mod codec;
 #[path = "../test-support/epoch.rs"]
 mod epoch;
 pub mod error;
+pub mod guard;
 // UNSTABLE (see its docs): for the fuzz crate and tests.
 #[cfg(feature = "_test_exports")]
 pub mod fuzzing;

@@ -10,8 +10,13 @@
 //! | `\` | `\\` |
 //! | tab, LF, CR | `\t`, `\n`, `\r` |
 //! | other C0 controls, DEL, the bytes of C1 controls and of U+2028/U+2029 | `\xNN` (lower-case hex) |
+//! | format characters (general category Cf: bidi controls such as U+202E and U+2066, U+200B, U+FEFF, U+00AD, tags) | `\u{NNNN}` (lower-case hex, at least 4 digits) |
 //! | bytes that are not valid UTF-8 | `\xNN` |
 //! | anything else (printable ASCII, space, other UTF-8 characters) | itself |
+//!
+//! Format characters are invisible, and the bidi ones make a terminal or an editor show the
+//! rest of the line reordered (a user `x\u{202e}4ogol` would read `xlogo4`), so they never
+//! reach a log raw.
 //!
 //! Because the backslash itself is escaped, the escaping can be undone without ambiguity. A
 //! SOCKS user literally named `-` is written `\x2d`, so it cannot be mistaken for the
@@ -141,6 +146,9 @@ fn push_escaped(s: &mut String, bytes: &[u8]) {
                         let _ = write!(s, "\\x{b:02x}");
                     }
                 }
+                c if is_format(c) => {
+                    let _ = write!(s, "\\u{{{:04x}}}", u32::from(c));
+                }
                 c => s.push(c),
             }
         }
@@ -148,6 +156,52 @@ fn push_escaped(s: &mut String, bytes: &[u8]) {
             let _ = write!(s, "\\x{b:02x}");
         }
     }
+}
+
+/// The code points of general category Cf ("Other, format"), as sorted, disjoint, inclusive
+/// ranges. Source: the Unicode Character Database, `extracted/DerivedGeneralCategory.txt`,
+/// the lines marked `Cf`; the same 21 ranges (170 code points) in Unicode 15.0, 15.1, 16.0
+/// and 17.0. (U+2065 between the two invisible-operator blocks is unassigned.)
+const FORMAT_RANGES: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),   // SOFT HYPHEN
+    (0x0600, 0x0605),   // ARABIC NUMBER SIGN..ARABIC NUMBER MARK ABOVE
+    (0x061C, 0x061C),   // ARABIC LETTER MARK
+    (0x06DD, 0x06DD),   // ARABIC END OF AYAH
+    (0x070F, 0x070F),   // SYRIAC ABBREVIATION MARK
+    (0x0890, 0x0891),   // ARABIC POUND MARK ABOVE..ARABIC PIASTRE MARK ABOVE
+    (0x08E2, 0x08E2),   // ARABIC DISPUTED END OF AYAH
+    (0x180E, 0x180E),   // MONGOLIAN VOWEL SEPARATOR
+    (0x200B, 0x200F),   // ZERO WIDTH SPACE..RIGHT-TO-LEFT MARK
+    (0x202A, 0x202E),   // LEFT-TO-RIGHT EMBEDDING..RIGHT-TO-LEFT OVERRIDE
+    (0x2060, 0x2064),   // WORD JOINER..INVISIBLE PLUS
+    (0x2066, 0x206F),   // LEFT-TO-RIGHT ISOLATE..NOMINAL DIGIT SHAPES
+    (0xFEFF, 0xFEFF),   // ZERO WIDTH NO-BREAK SPACE
+    (0xFFF9, 0xFFFB),   // INTERLINEAR ANNOTATION ANCHOR..TERMINATOR
+    (0x110BD, 0x110BD), // KAITHI NUMBER SIGN
+    (0x110CD, 0x110CD), // KAITHI NUMBER SIGN ABOVE
+    (0x13430, 0x1343F), // EGYPTIAN HIEROGLYPH VERTICAL JOINER..END WALLED ENCLOSURE
+    (0x1BCA0, 0x1BCA3), // SHORTHAND FORMAT LETTER OVERLAP..SHORTHAND FORMAT UP STEP
+    (0x1D173, 0x1D17A), // MUSICAL SYMBOL BEGIN BEAM..MUSICAL SYMBOL END PHRASE
+    (0xE0001, 0xE0001), // LANGUAGE TAG
+    (0xE0020, 0xE007F), // TAG SPACE..CANCEL TAG
+];
+
+/// Returns whether `c` is a format character (general category Cf).
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    // Below U+00AD nothing is Cf: the common (ASCII) case costs one comparison.
+    c >= 0xAD
+        && FORMAT_RANGES
+            .binary_search_by(|&(lo, hi)| {
+                if hi < c {
+                    std::cmp::Ordering::Less
+                } else if lo > c {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
 }
 
 #[cfg(test)]
@@ -193,6 +247,15 @@ mod tests {
                     let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
                     out.push(u8::from_str_radix(hex, 16).unwrap());
                     i += 2;
+                }
+                b'u' => {
+                    assert_eq!(b[i + 2], b'{');
+                    let end = i + 3 + b[i + 3..].iter().position(|&c| c == b'}').unwrap();
+                    let hex = std::str::from_utf8(&b[i + 3..end]).unwrap();
+                    assert!(hex.len() >= 4, "{hex}");
+                    let c = char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap();
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                    i = end - 1;
                 }
                 other => panic!("unexpected escape {other}"),
             }
@@ -390,13 +453,134 @@ mod tests {
     fn escaping_round_trips_and_has_no_controls() {
         let mut samples: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b, b'x', b]).collect();
         samples.push(b"\\x41".to_vec());
+        samples.push(b"\\u{202e}".to_vec());
         samples.push(["\u{2029}\u{9f}\u{e9}".as_bytes(), &b"\xe2"[..]].concat());
         samples.push(vec![0xe2, 0x80]); // truncated UTF-8
+        samples.push(
+            "a\u{202e}b\u{2066}\u{200b}\u{feff}\u{ad}\u{e0041}"
+                .as_bytes()
+                .to_vec(),
+        );
+        // Every format character, each between two letters.
+        for &(lo, hi) in &FORMAT_RANGES {
+            for c in (lo..=hi).filter_map(char::from_u32) {
+                samples.push(format!("x{c}y").into_bytes());
+            }
+        }
         for raw in samples {
             let e = esc(&raw);
-            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(!e.chars().any(|c| c.is_control() || is_format(c)), "{e:?}");
+            assert!(!e.contains(['\u{2028}', '\u{2029}']), "{e:?}");
             assert_eq!(unescape(&e), raw, "{e:?}");
         }
+    }
+
+    #[test]
+    fn escapes_format_characters() {
+        for (c, want) in [
+            ('\u{202e}', "\\u{202e}"),   // RIGHT-TO-LEFT OVERRIDE
+            ('\u{202a}', "\\u{202a}"),   // LEFT-TO-RIGHT EMBEDDING
+            ('\u{200b}', "\\u{200b}"),   // ZERO WIDTH SPACE
+            ('\u{200e}', "\\u{200e}"),   // LEFT-TO-RIGHT MARK
+            ('\u{2066}', "\\u{2066}"),   // LEFT-TO-RIGHT ISOLATE
+            ('\u{2069}', "\\u{2069}"),   // POP DIRECTIONAL ISOLATE
+            ('\u{feff}', "\\u{feff}"),   // ZERO WIDTH NO-BREAK SPACE (BOM)
+            ('\u{ad}', "\\u{00ad}"),     // SOFT HYPHEN: padded to 4 digits
+            ('\u{61c}', "\\u{061c}"),    // ARABIC LETTER MARK
+            ('\u{e0001}', "\\u{e0001}"), // LANGUAGE TAG
+            ('\u{e007f}', "\\u{e007f}"), // CANCEL TAG
+        ] {
+            assert_eq!(esc(c.to_string().as_bytes()), want, "{:04x}", u32::from(c));
+        }
+        // The classic: a program named `invoice<RLO>gpj.exe` is shown as `invoiceexe.jpg`.
+        assert_eq!(
+            esc("invoice\u{202e}gpj.exe".as_bytes()),
+            "invoice\\u{202e}gpj.exe"
+        );
+        // Neighbours that are not Cf stay as they are (visible, or already escaped).
+        assert_eq!(
+            esc("\u{200a}\u{2010}\u{2065}\u{fffc}".as_bytes()),
+            "\u{200a}\u{2010}\u{2065}\u{fffc}"
+        );
+        // The existing escapes are unchanged: U+2028 is Zl, not Cf.
+        assert_eq!(esc("\u{2028}".as_bytes()), "\\xe2\\x80\\xa8");
+    }
+
+    #[test]
+    fn format_table_matches_known_members() {
+        // Sorted, disjoint, non-empty ranges.
+        assert!(FORMAT_RANGES.iter().all(|&(lo, hi)| lo <= hi));
+        assert!(FORMAT_RANGES.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+        // Unicode 15.0 to 17.0 have 170 code points in Cf.
+        let count: u32 = FORMAT_RANGES.iter().map(|&(lo, hi)| hi - lo + 1).sum();
+        assert_eq!(count, 170);
+        // Known members, whole runs of them (from the UCD, independent of the table's shape).
+        let members = [
+            0xAD..=0xAD,
+            0x600..=0x605,
+            0x200B..=0x200F,
+            0x202A..=0x202E,
+            0x2060..=0x2064,
+            0x2066..=0x206F,
+            0xFEFF..=0xFEFF,
+            0xFFF9..=0xFFFB,
+            0x13430..=0x1343F,
+            0x1D173..=0x1D17A,
+            0xE0020..=0xE007F,
+        ];
+        for c in members.into_iter().flatten() {
+            assert!(is_format(char::from_u32(c).unwrap()), "U+{c:04X}");
+        }
+        // Known non-members around them: letters, spaces, separators, controls, unassigned.
+        for c in [
+            0x00,
+            0x41,
+            0x7F,
+            0x85,
+            0xA0,
+            0xAC,
+            0xAE,
+            0x5FF,
+            0x606,
+            0x200A,
+            0x2010,
+            0x2028,
+            0x2029,
+            0x2065,
+            0x2070,
+            0xFEFE,
+            0xFF00,
+            0xFFFC,
+            0x1343F + 1,
+            0xE0000,
+            0xE0002,
+            0xE001F,
+            0xE0080,
+            0x10FFFF,
+        ] {
+            assert!(!is_format(char::from_u32(c).unwrap()), "U+{c:04X}");
+        }
+    }
+
+    #[test]
+    fn format_characters_are_escaped_in_every_network_field() {
+        let evil = "r\u{202e}oot".as_bytes();
+        let escaped = "r\\u{202e}oot";
+        let target = TargetAddr::Domain(Bytes::copy_from_slice(evil), 443);
+        let line = access_line(
+            T,
+            Some(evil),
+            v4([1, 2, 3, 4], 5),
+            &target,
+            ReplyCode::Succeeded,
+        );
+        assert_eq!(
+            line,
+            format!("2020-06-15T19:56:34Z\t{escaped}\tA\t1.2.3.4\t5\t{escaped}\t443\t0")
+        );
+        let line = credential_line(T, Some(evil), &target, &cred(Protocol::Ftp, evil, evil));
+        assert!(!line.chars().any(is_format), "{line:?}");
+        assert_eq!(line.matches(escaped).count(), 4);
     }
 
     #[test]
