@@ -72,8 +72,15 @@ pub struct ServerOptions {
     /// At most this many SOCKS client connections at once; further clients wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
-    /// At most this many admin connections at once.
+    /// At most this many authenticated admin sessions at once.
     pub max_admin_connections: usize,
+    /// At most this many admin connections that have not authenticated yet; when full, the
+    /// oldest of them is closed to make room (so sockets held open by someone who cannot log
+    /// in never lock an administrator out).
+    pub max_unauthenticated_admin: usize,
+    /// A relay one of whose directions has ended, with no byte moved for this long, is
+    /// closed, whether the clean-up routine is on or not (no CLOSE-WAIT pile-up).
+    pub half_close_timeout: Duration,
     /// Time allowed for each outgoing connection attempt (one per resolved address).
     pub connect_timeout: Duration,
     /// On shutdown, how long to wait for open connections to finish closing.
@@ -87,6 +94,8 @@ impl Default for ServerOptions {
             admin_transport: AdminTransport::Auto,
             max_connections: 10_000,
             max_admin_connections: 16,
+            max_unauthenticated_admin: 64,
+            half_close_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
         }

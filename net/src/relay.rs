@@ -162,6 +162,7 @@ async fn one_way<T: Socket>(
                 // affected. The peer may already be gone, which is no reason to cut the
                 // other direction.
                 let _ = dst.get().shutdown(std::net::Shutdown::Write);
+                tap.set_half_closed();
                 return Ok(());
             }
         }

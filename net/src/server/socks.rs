@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -139,7 +139,7 @@ pub async fn serve_socks_connection<R: Runtime>(
         tracing::error!(%peer, "SOCKS handshake established without a destination");
         return Ok(());
     };
-    let tap = Tap::new(&conn, target, shared.log.clone());
+    let tap = Tap::new(rt.now(), &conn, target, shared.log.clone());
     // Client bytes read with the handshake belong to the destination: what the core gave
     // back, then anything it left unconsumed in the buffer.
     for chunk in [&leftover[..], &rbuf[..]] {
@@ -158,20 +158,24 @@ pub async fn serve_socks_connection<R: Runtime>(
     }
     let buf_size = shared.state.settings().buffer_size() as usize;
     let now = || rt.now();
-    match race(
-        rt,
-        closed(&conn),
-        None,
-        relay::relay(&client, &dest, &tap, buf_size, &now),
-    )
-    .await
-    {
-        Raced::Io(r) => r,
-        Raced::Close(cause) => {
-            tracing::debug!(%peer, ?cause, "closing relayed connection");
-            Ok(())
+    let mut relay = pin!(relay::relay(&client, &dest, &tap, buf_size, &now));
+    let half_close = shared.options.half_close_timeout;
+    loop {
+        // Woken once per `half_close` of quiet to look for a half-closed relay gone silent.
+        let check = tap.last_active() + half_close;
+        match race(rt, closed(&conn), Some(check), relay.as_mut()).await {
+            Raced::Io(r) => return r,
+            Raced::Close(cause) => {
+                tracing::debug!(%peer, ?cause, "closing relayed connection");
+                return Ok(());
+            }
+            Raced::Deadline => {
+                if tap.is_half_closed() && rt.now() >= tap.last_active() + half_close {
+                    tracing::debug!(%peer, "closing a half-closed relay gone silent");
+                    return Ok(());
+                }
+            }
         }
-        Raced::Deadline => Ok(()),
     }
 }
 
