@@ -1,7 +1,7 @@
 //! The CONNECT policy: which addresses are tried, in what order, when, for how long, and which
 //! reply code a failure becomes. Happy Eyeballs version 2 (RFC 8305), sans-IO: the transport
 //! dials one address when told to ([`Event::Dial`]), drops it when told to
-//! ([`Event::CancelDial`]) and reports each outcome; the [`Dialer`] here decides the rest with
+//! ([`Event::CancelDial`]) and reports each outcome; the session's race state here decides the rest with
 //! timers in the session's [`TimerTable`].
 //!
 //! - **Order** ([`happy_eyeballs_order`], RFC 8305 §4): the resolver's order within each family
@@ -33,8 +33,8 @@ use super::addr::ReplyCode;
 use super::Event;
 use crate::timer::{Timer, TimerTable};
 
-/// One outgoing connection attempt of a CONNECT, named in [`Event::Dial`](super::Event::Dial),
-/// [`Event::CancelDial`](super::Event::CancelDial) and
+/// One outgoing connection attempt of a CONNECT, named in [`Event::Dial`],
+/// [`Event::CancelDial`] and
 /// [`Socks5Handshake::handle_dial_result`](super::Socks5Handshake::handle_dial_result).
 /// Numbered from 0 in the order the attempts start (which is the order of the addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
