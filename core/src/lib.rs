@@ -70,8 +70,9 @@
 //! ```
 //!
 //! A SOCKS5 client connection goes the same way with [`socks5::Socks5Handshake`], whose events
-//! ask the transport to dial ([`socks5::Event::Connect`]) and report back with
-//! `handle_connect_result`, then hand over the client's early bytes
+//! ask the transport to resolve, dial, listen or bind ([`socks5::Event::Resolve`],
+//! [`socks5::Event::Dial`], ...) and take the results back (`handle_resolved`,
+//! `handle_dial_result`, ...), then hand over the client's early bytes
 //! ([`socks5::Event::Established`]) before the transport relays both directions, feeding a
 //! [`sniff::Sniffer`] while sniffing is on and counting bytes on its [`state::Connection`].
 #![forbid(unsafe_code)]

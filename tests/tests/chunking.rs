@@ -2,6 +2,7 @@
 //! sent, events, input left unread) is the same as when it arrives in one read. Cases:
 //! `PROPTEST_CASES` (default 256).
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use proptest::prelude::*;
 use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Query};
 use socks5d_core::admin::{self, AdminSession, Dialect, Framing};
 use socks5d_core::fuzzing::{self, Script, Step};
-use socks5d_core::socks5::{self, Greeting, ReplyCode, Request, Socks5Handshake};
+use socks5d_core::socks5::{self, Greeting, HandshakeLimits, Request, Socks5Handshake};
 use socks5d_core::state::{Config, ConnKind, Mutation, Privilege, State};
 use socks5d_core::UserPassRequest;
 use socks5d_tests::strategies::*;
@@ -43,8 +44,19 @@ struct Socks5Transcript {
     unread: Vec<u8>,
 }
 
+/// How the transport answers every question of a run: a name resolves to `resolved`; every
+/// dial gets `dial`; a BIND listens on `listen` and accepts from `peer`; a UDP socket is bound
+/// to `listen`.
+#[derive(Debug, Clone, Copy)]
+struct World {
+    resolved: SocketAddr,
+    dial: Result<SocketAddr, io::ErrorKind>,
+    listen: SocketAddr,
+    peer: SocketAddr,
+}
+
 #[allow(clippy::disallowed_methods)] // one epoch per run; the session only sees it as input
-fn socks5_run(chunks: &[&[u8]], result: Result<SocketAddr, ReplyCode>) -> Socks5Transcript {
+fn socks5_run(chunks: &[&[u8]], world: World) -> Socks5Transcript {
     let t0 = Instant::now();
     let state = Arc::new(State::new(t0, &Config::default()));
     let m = Mutation::AddUser {
@@ -54,28 +66,54 @@ fn socks5_run(chunks: &[&[u8]], result: Result<SocketAddr, ReplyCode>) -> Socks5
     };
     state.apply(None, &m);
     let conn = state.open(ConnKind::Proxy, t0);
-    let mut s = Socks5Handshake::new(t0);
+    let limits = HandshakeLimits {
+        allow_bind: true,
+        allow_udp: true,
+        ..HandshakeLimits::default()
+    };
+    let mut s = Socks5Handshake::new(t0, limits);
     let mut input = BytesMut::new();
     let mut t = Socks5Transcript {
         out: vec![],
         events: vec![],
         unread: vec![],
     };
+    // Drains; returns the questions asked by the events drained.
     let drain = |s: &mut Socks5Handshake, t: &mut Socks5Transcript| {
         while let Some(b) = s.poll_transmit() {
             t.out.extend_from_slice(&b);
         }
+        let from = t.events.len();
         while let Some(e) = s.poll_event() {
             t.events.push(e);
         }
+        t.events[from..].to_vec()
     };
+    let mut asked = Vec::new();
     for c in chunks {
         input.extend_from_slice(c);
         s.handle_input(t0, &mut input, &conn);
-        drain(&mut s, &mut t);
+        asked.extend(drain(&mut s, &mut t));
     }
-    s.handle_connect_result(t0, result);
-    drain(&mut s, &mut t);
+    // Answer every question, in the order asked, until none is left.
+    while !asked.is_empty() {
+        for e in std::mem::take(&mut asked) {
+            match e {
+                socks5::Event::Resolve { .. } => s.handle_resolved(t0, Ok(vec![world.resolved])),
+                socks5::Event::Dial { attempt, .. } => {
+                    s.handle_dial_result(t0, attempt, world.dial)
+                }
+                socks5::Event::Listen => {
+                    s.handle_listening(t0, Ok(world.listen));
+                    asked.extend(drain(&mut s, &mut t));
+                    s.handle_accepted(t0, world.peer);
+                }
+                socks5::Event::BindUdp => s.handle_udp_bound(t0, Ok(world.listen)),
+                _ => continue,
+            }
+            asked.extend(drain(&mut s, &mut t));
+        }
+    }
     t.unread = input.to_vec();
     t
 }
@@ -105,11 +143,34 @@ fn arb_socks5_stream() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(g, a, r, p)| [g, a, r, p].concat())
 }
 
-fn arb_result() -> impl Strategy<Value = Result<SocketAddr, ReplyCode>> {
-    prop_oneof![
+fn arb_world() -> impl Strategy<Value = World> {
+    let dial = prop_oneof![
         arb_socket_addr().prop_map(Ok),
-        arb_reply_code().prop_map(Err),
-    ]
+        prop::sample::select(vec![
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::Other,
+        ])
+        .prop_map(Err),
+    ];
+    (
+        arb_socket_addr(),
+        dial,
+        arb_socket_addr(),
+        arb_socket_addr(),
+    )
+        .prop_map(|(resolved, dial, listen, peer)| World {
+            resolved,
+            dial,
+            listen,
+            peer,
+        })
+        .prop_filter("advertised addresses are concrete", |w| {
+            !w.listen.ip().is_unspecified()
+        })
 }
 
 proptest! {
@@ -117,12 +178,12 @@ proptest! {
     fn socks5_any_cut_same_transcript(
         stream in arb_socks5_stream(),
         cuts in vec(any::<usize>(), 0..12),
-        result in arb_result(),
+        world in arb_world(),
     ) {
-        let whole = socks5_run(&[&stream], result);
-        prop_assert_eq!(&socks5_run(&cut(&stream, &cuts), result), &whole);
+        let whole = socks5_run(&[&stream], world);
+        prop_assert_eq!(&socks5_run(&cut(&stream, &cuts), world), &whole);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        prop_assert_eq!(&socks5_run(&bytes, result), &whole);
+        prop_assert_eq!(&socks5_run(&bytes, world), &whole);
     }
 
     /// The fuzz body on structured streams: the fuzzer rarely builds a valid request after a
@@ -149,8 +210,18 @@ fn greeting_split_inside_methods() {
         b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50",
     ]
     .concat();
-    let ok = Ok("10.0.0.1:5".parse().unwrap());
+    let a: SocketAddr = "10.0.0.1:5".parse().unwrap();
+    let ok = World {
+        resolved: a,
+        dial: Ok(a),
+        listen: a,
+        peer: a,
+    };
     let whole = socks5_run(&[&stream], ok);
+    assert!(whole
+        .events
+        .iter()
+        .any(|e| matches!(e, socks5::Event::Established { .. })));
     assert_eq!(&whole.out[..4], b"\x05\x02\x01\x00");
     assert!(Greeting::check(&stream).unwrap().is_some());
     for i in 0..=stream.len() {

@@ -118,8 +118,11 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<&'static str, Vec<u8>>> {
         cat(&[b"\x05\x05\x00", V4_TARGET]),
     );
 
-    // SOCKS5 session scripts (options: bit 0 anonymous, bit 1 EOF at the end, bits 4.. the
-    // dial outcome; step action: bit 0 dial outcome now, bit 1 EOF now).
+    // SOCKS5 session scripts (options: bit 0 anonymous, bit 1 EOF at the end, bit 2 BIND
+    // allowed, bit 3 UDP ASSOCIATE allowed, bits 4-5 the resolver's answer, bits 6-7 the dial
+    // outcomes; step action: bit 0 answer the oldest question, bit 5 the newest (an accept
+    // from a stranger), bit 1 EOF, bit 2 close request (bits 3-4 its cause), bit 6 results
+    // nobody asked for). See `fuzzing::socks5_session`.
     let happy = cat(&[GREET_UP, AUTH_BOB, &connect(NAME_TARGET), HTTP_GET]);
     add("socks5_session", "happy-one-read", script(0, &[], &happy));
     add(
@@ -198,6 +201,118 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<&'static str, Vec<u8>>> {
         script(0, &[step(6, 0, 2)], &cat(&[GREET_UP, AUTH_BOB])),
     );
     add("socks5_session", "not-socks", script(2, &[], HTTP_GET));
+    // CONNECT to a name with two families: IPv6 attempts fail, IPv4 ones connect.
+    let by_name = cat(&[GREET_UP, AUTH_BOB, &connect(NAME_TARGET)]);
+    add(
+        "socks5_session",
+        "happy-eyeballs-stagger",
+        script(
+            0x80,
+            &[
+                step(34, 0, 1),
+                step(0, 250, 0),
+                step(0, 10, 1),
+                step(0, 10, 0x21),
+                step(0, 10, 1),
+            ],
+            &cat(&[&by_name, HTTP_GET]),
+        ),
+    );
+    add(
+        "socks5_session",
+        "happy-eyeballs-all-fail",
+        script(
+            0x40,
+            &[
+                step(34, 0, 1),
+                step(0, 5, 1),
+                step(0, 5, 1),
+                step(0, 5, 0x21),
+                step(0, 5, 1),
+            ],
+            &by_name,
+        ),
+    );
+    add(
+        "socks5_session",
+        "happy-eyeballs-black-hole",
+        script(
+            0,
+            &[
+                step(34, 0, 1),
+                step(0, 1000, 0),
+                step(0, 1600, 0),
+                step(0, 100, 1),
+            ],
+            &by_name,
+        ),
+    );
+    add(
+        "socks5_session",
+        "resolve-fails",
+        script(0x30, &[step(34, 0, 1)], &by_name),
+    );
+    add(
+        "socks5_session",
+        "late-results",
+        script(
+            0,
+            &[step(34, 0, 0x41), step(0, 300, 0x40), step(0, 1, 0x21)],
+            &by_name,
+        ),
+    );
+    add(
+        "socks5_session",
+        "close-request-while-dialing",
+        script(0, &[step(34, 0, 1), step(0, 100, 0x14)], &by_name),
+    );
+    let bind = cat(&[GREET_UP, AUTH_BOB, b"\x05\x02\x00", V4_TARGET]);
+    add(
+        "socks5_session",
+        "bind-accept",
+        script(
+            4,
+            &[step(26, 0, 0), step(0, 50, 1)],
+            &cat(&[&bind, b"PORT"]),
+        ),
+    );
+    add(
+        "socks5_session",
+        "bind-stranger",
+        script(4, &[step(26, 0, 1), step(0, 50, 0x21)], &bind),
+    );
+    add(
+        "socks5_session",
+        "bind-any-peer",
+        script(
+            4,
+            &[],
+            &cat(&[GREET_UP, AUTH_BOB, b"\x05\x02\x00\x01\0\0\0\0\0\0"]),
+        ),
+    );
+    add(
+        "socks5_session",
+        "udp-associate",
+        script(
+            0x0a,
+            &[step(26, 0, 1), step(5, 60_000, 0)],
+            &cat(&[
+                GREET_UP,
+                AUTH_BOB,
+                b"\x05\x03\x00\x01\0\0\0\0\0\0",
+                b"junk!",
+            ]),
+        ),
+    );
+    add(
+        "socks5_session",
+        "udp-associate-closed-by-shutdown",
+        script(
+            0x08,
+            &[step(26, 0, 1), step(0, 1000, 0x14)],
+            &cat(&[GREET_UP, AUTH_BOB, b"\x05\x03\x00", NAME_TARGET]),
+        ),
+    );
 
     // Admin authentication: selector (bit 0 final, bit 1 SCTP framing, bit 2 EOF), stream.
     let sel = |b: u8, stream: &[u8]| cat(&[&[b], stream]);

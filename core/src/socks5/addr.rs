@@ -194,35 +194,38 @@ impl ReplyCode {
         })
     }
 
-    /// Maps the error of a failed outgoing connect (or name resolution) to the reply code
-    /// that describes it best. Pure: it only looks at the error's kind and OS code.
-    pub fn from_io_error(e: &io::Error) -> Self {
-        // Linux errno values, for kinds std does not map on every toolchain.
-        const ENETUNREACH: i32 = 101;
-        const EHOSTUNREACH: i32 = 113;
-        const ECONNREFUSED: i32 = 111;
-        const ETIMEDOUT: i32 = 110;
-        const EACCES: i32 = 13;
-        const EPERM: i32 = 1;
-        if cfg!(target_os = "linux") {
-            match e.raw_os_error() {
-                Some(ENETUNREACH) => return Self::NetworkUnreachable,
-                Some(EHOSTUNREACH) => return Self::HostUnreachable,
-                Some(ECONNREFUSED) => return Self::ConnectionRefused,
-                Some(ETIMEDOUT) => return Self::TtlExpired,
-                Some(EACCES | EPERM) => return Self::NotAllowed,
-                _ => {}
-            }
-        }
-        match e.kind() {
+    /// Maps the error kind of a failed outgoing connect (or listen, or UDP bind) to the reply
+    /// code that describes it best. This and [`from_resolve_error`](Self::from_resolve_error)
+    /// are the crate's only mapping from I/O errors to RFC 1928 codes; a transport passes
+    /// `err.kind()` (std maps `ENETUNREACH`, `EHOSTUNREACH`, `ECONNREFUSED`, `ETIMEDOUT`,
+    /// `EACCES`/`EPERM` to the kinds matched here).
+    ///
+    /// | kind | code |
+    /// |---|---|
+    /// | `ConnectionRefused` | `0x05` connection refused |
+    /// | `TimedOut` | `0x06` TTL expired |
+    /// | `NetworkUnreachable`, `NetworkDown` | `0x03` network unreachable |
+    /// | `HostUnreachable` | `0x04` host unreachable |
+    /// | `PermissionDenied` | `0x02` not allowed (a local firewall rule) |
+    /// | anything else | `0x01` general failure |
+    pub fn from_io_error(kind: io::ErrorKind) -> Self {
+        match kind {
             io::ErrorKind::ConnectionRefused => Self::ConnectionRefused,
             io::ErrorKind::TimedOut => Self::TtlExpired,
-            io::ErrorKind::NetworkUnreachable => Self::NetworkUnreachable,
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => {
+                Self::NetworkUnreachable
+            }
             io::ErrorKind::HostUnreachable => Self::HostUnreachable,
             io::ErrorKind::PermissionDenied => Self::NotAllowed,
-            // Name resolution failures surface as these from getaddrinfo wrappers.
-            io::ErrorKind::NotFound => Self::HostUnreachable,
             _ => Self::GeneralFailure,
         }
+    }
+
+    /// Maps the error kind of a failed name resolution to a reply code: `0x04` host
+    /// unreachable, whatever the kind (resolvers report "no such name", "no address" and
+    /// "temporary failure" with kinds that differ per platform and runtime; for the client
+    /// they all mean the host cannot be reached by that name).
+    pub fn from_resolve_error(_kind: io::ErrorKind) -> Self {
+        Self::HostUnreachable
     }
 }

@@ -1,5 +1,6 @@
 //! Unit tests: golden bytes per message (RFC 1928 §3-§6, RFC 1929 §2), then session scripts.
 
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -310,8 +311,14 @@ fn peer(e: DecodeError) -> CloseReason {
     CloseReason::Peer(ProtocolError::Decode(e))
 }
 
+/// The one address `example.com` resolves to in [`Server::settle`].
+fn name_addr() -> SocketAddr {
+    "192.0.2.10:80".parse().unwrap()
+}
+
 /// A server session with its shared state, its connection and the transport's read buffer,
-/// recording everything it outputs. Checks the drain-contract invariants on every step.
+/// recording everything it outputs. Checks the drain-contract invariants on every step, and
+/// keeps track of what the session asked the transport to do and has not had an answer to.
 struct Server {
     state: Arc<State>,
     conn: Connection,
@@ -320,13 +327,40 @@ struct Server {
     input: BytesMut,
     out: Vec<u8>,
     events: Vec<Event>,
+    /// Every event since creation (`events` is cleared by `expect`).
+    all: Vec<Event>,
+    /// Dials asked for, neither answered nor cancelled, in order.
+    in_flight: Vec<(Attempt, SocketAddr)>,
+    /// The attempt whose result is being reported (still in `in_flight` until drained).
+    answering: Option<Attempt>,
+    /// A `Resolve`, `Listen` or `BindUdp` awaits its answer.
+    resolving: bool,
+    listening: bool,
+    binding_udp: bool,
 }
 
 impl Server {
     fn new(allow_anonymous: bool) -> Self {
+        Self::with_limits(allow_anonymous, HandshakeLimits::default())
+    }
+
+    /// A server with BIND and UDP ASSOCIATE enabled.
+    fn all_commands() -> Self {
+        Self::with_limits(
+            false,
+            HandshakeLimits {
+                allow_bind: true,
+                allow_udp: true,
+                ..HandshakeLimits::default()
+            },
+        )
+    }
+
+    fn with_limits(allow_anonymous: bool, limits: HandshakeLimits) -> Self {
         let t0 = crate::epoch::epoch();
         let config = Config {
             allow_anonymous,
+            connection_timeout: 30,
             ..Config::default()
         };
         let state = Arc::new(State::new(t0, &config));
@@ -336,13 +370,13 @@ impl Server {
             privilege: Privilege::User,
         };
         assert_eq!(state.apply(None, &m), crate::state::Outcome::Applied);
-        Self::with_state(state, t0)
+        Self::with_state(state, t0, limits)
     }
 
-    fn with_state(state: Arc<State>, t0: Instant) -> Self {
+    fn with_state(state: Arc<State>, t0: Instant, limits: HandshakeLimits) -> Self {
         let conn = state.open(ConnKind::Proxy, t0);
-        let hs = Socks5Handshake::new(t0);
-        assert_eq!(hs.poll_timeout(), Some(t0 + HANDSHAKE_TIMEOUT));
+        let hs = Socks5Handshake::new(t0, limits);
+        assert_eq!(hs.poll_timeout(), Some(t0 + limits.handshake_timeout));
         Self {
             state,
             conn,
@@ -351,6 +385,12 @@ impl Server {
             input: BytesMut::new(),
             out: Vec::new(),
             events: Vec::new(),
+            all: Vec::new(),
+            in_flight: Vec::new(),
+            answering: None,
+            resolving: false,
+            listening: false,
+            binding_udp: false,
         }
     }
 
@@ -358,8 +398,9 @@ impl Server {
         self.t0 + Duration::from_millis(ms)
     }
 
-    /// Drains in contract order and checks: `Closed` and `Established` are last, and
-    /// nothing is left to poll; a done session has no deadline.
+    /// Drains in contract order and checks: nothing after `Closed`, only `Closed` after
+    /// `Established`/`Associated`, nothing left to poll, a done session has no deadline and
+    /// no dial in flight, `CancelDial` names a dial in flight.
     fn drain(&mut self) {
         while let Some(b) = self.hs.poll_transmit() {
             assert!(!b.is_empty(), "poll_transmit never returns empty bytes");
@@ -367,26 +408,70 @@ impl Server {
         }
         let before = self.events.len();
         while let Some(e) = self.hs.poll_event() {
-            assert!(
-                !matches!(
-                    self.events.last(),
-                    Some(Event::Closed { .. } | Event::Established { .. })
+            match self.all.last() {
+                Some(Event::Closed { .. }) => panic!("nothing after Closed, got {e:?}"),
+                Some(Event::Established { .. } | Event::Associated { .. }) => assert!(
+                    matches!(e, Event::Closed { .. }),
+                    "only Closed after Established/Associated, got {e:?}"
                 ),
-                "nothing after Closed/Established, got {e:?}"
-            );
+                _ => {}
+            }
+            match &e {
+                Event::Dial { attempt, addr } => {
+                    assert!(
+                        self.all
+                            .iter()
+                            .all(|x| !matches!(x, Event::Dial { attempt: a, .. } if a >= attempt)),
+                        "attempts are numbered in order"
+                    );
+                    self.in_flight.push((*attempt, *addr));
+                }
+                Event::CancelDial { attempt } => {
+                    let i = self.in_flight.iter().position(|(a, _)| a == attempt);
+                    let i = i.unwrap_or_else(|| panic!("cancel of {attempt:?}, not in flight"));
+                    self.in_flight.remove(i);
+                }
+                Event::Resolve { .. } => self.resolving = true,
+                Event::Listen => self.listening = true,
+                Event::BindUdp => self.binding_udp = true,
+                Event::Established {
+                    attempt: Some(w), ..
+                } => {
+                    assert_eq!(
+                        Some(*w),
+                        self.answering,
+                        "the winner is the one just reported"
+                    );
+                }
+                _ => {}
+            }
+            self.all.push(e.clone());
             self.events.push(e);
         }
         assert!(
             self.hs.poll_transmit().is_none(),
             "no bytes after the events"
         );
+        if let Some(a) = self.answering.take() {
+            self.in_flight.retain(|(x, _)| *x != a);
+        }
         if self.hs.is_done() {
             assert_eq!(self.hs.poll_timeout(), None);
+            assert_eq!(
+                self.in_flight,
+                [],
+                "every dial answered or cancelled when done"
+            );
         }
         for e in &self.events[before..] {
             match e {
                 Event::Closed { .. } => assert!(self.hs.is_closed()),
-                Event::Established { .. } => assert!(self.hs.is_established()),
+                Event::Established { .. } => {
+                    assert!(self.hs.is_established() || self.hs.is_closed());
+                }
+                Event::Associated { .. } => {
+                    assert!(self.hs.is_associated() || self.hs.is_closed());
+                }
                 _ => {}
             }
         }
@@ -400,17 +485,89 @@ impl Server {
         self
     }
 
-    fn connect_result(&mut self, ms: u64, r: Result<SocketAddr, ReplyCode>) -> &mut Self {
+    fn resolved(&mut self, ms: u64, r: Result<Vec<SocketAddr>, io::ErrorKind>) -> &mut Self {
+        self.resolving = false;
         let now = self.at(ms);
-        self.hs.handle_connect_result(now, r);
+        self.hs.handle_resolved(now, r);
         self.drain();
         self
     }
 
+    fn dialed(&mut self, ms: u64, a: u32, r: Result<SocketAddr, io::ErrorKind>) -> &mut Self {
+        self.answering = Some(Attempt(a));
+        let now = self.at(ms);
+        self.hs.handle_dial_result(now, Attempt(a), r);
+        self.drain();
+        self
+    }
+
+    fn listening(&mut self, ms: u64, r: Result<SocketAddr, io::ErrorKind>) -> &mut Self {
+        self.listening = false;
+        let now = self.at(ms);
+        self.hs.handle_listening(now, r);
+        self.drain();
+        self
+    }
+
+    fn accepted(&mut self, ms: u64, peer: &str) -> &mut Self {
+        let now = self.at(ms);
+        self.hs.handle_accepted(now, peer.parse().unwrap());
+        self.drain();
+        self
+    }
+
+    fn udp_bound(&mut self, ms: u64, r: Result<SocketAddr, io::ErrorKind>) -> &mut Self {
+        self.binding_udp = false;
+        let now = self.at(ms);
+        self.hs.handle_udp_bound(now, r);
+        self.drain();
+        self
+    }
+
+    fn close_request(&mut self, ms: u64, cause: CloseCause) -> &mut Self {
+        let now = self.at(ms);
+        self.hs.handle_close_request(now, cause);
+        self.drain();
+        self
+    }
+
+    /// Answers what is pending as a transport whose world has one outcome: a `Resolve` with
+    /// [`name_addr`], every dial in flight (oldest first) with `dial`, until nothing is
+    /// pending.
+    fn settle(&mut self, ms: u64, dial: Result<SocketAddr, io::ErrorKind>) -> &mut Self {
+        if self.resolving {
+            self.resolved(ms, Ok(vec![name_addr()]));
+        }
+        while let Some(&(a, _)) = self.in_flight.first() {
+            self.dialed(ms, a.0, dial);
+        }
+        self
+    }
+
+    /// Fires timers at `ms` and checks the next deadline moved past it.
     fn timeout(&mut self, ms: u64) -> &mut Self {
         let now = self.at(ms);
         self.hs.handle_timeout(now);
         self.drain();
+        if let Some(t) = self.hs.poll_timeout() {
+            assert!(t > now, "a fired timer must not stay due (busy loop)");
+        }
+        self
+    }
+
+    /// Fires timers at every deadline up to `ms`, as a transport sleeping until
+    /// `poll_timeout` would.
+    fn run_until(&mut self, ms: u64) -> &mut Self {
+        let end = self.at(ms);
+        while let Some(t) = self.hs.poll_timeout().filter(|t| *t <= end) {
+            let ms = u64::try_from((t - self.t0).as_millis()).unwrap();
+            assert_eq!(
+                self.at(ms),
+                t,
+                "these scripts' deadlines are whole milliseconds"
+            );
+            self.timeout(ms);
+        }
         self
     }
 
@@ -430,14 +587,35 @@ impl Server {
     }
 }
 
-fn ev_connect(target: TargetAddr) -> Event {
-    Event::Connect { target }
+fn ev_resolve(host: &'static [u8], port: u16) -> Event {
+    Event::Resolve {
+        host: Bytes::from_static(host),
+        port,
+    }
+}
+fn ev_dial(attempt: u32, addr: SocketAddr) -> Event {
+    Event::Dial {
+        attempt: Attempt(attempt),
+        addr,
+    }
+}
+fn ev_cancel(attempt: u32) -> Event {
+    Event::CancelDial {
+        attempt: Attempt(attempt),
+    }
+}
+fn ip(t: &TargetAddr) -> SocketAddr {
+    match t {
+        TargetAddr::Ip(a) => *a,
+        TargetAddr::Domain(..) => panic!("not an IP target"),
+    }
 }
 fn ev_replied(target: TargetAddr, code: ReplyCode) -> Event {
     Event::Replied { target, code }
 }
-fn ev_established(leftover: &[u8]) -> Event {
+fn ev_established(attempt: Option<u32>, leftover: &[u8]) -> Event {
     Event::Established {
+        attempt: attempt.map(Attempt),
         leftover: Bytes::copy_from_slice(leftover),
     }
 }
@@ -453,12 +631,16 @@ fn happy_path_ipv4_step_by_step() {
     assert_eq!(s.conn.user().map(|u| &u[..]), Some(&b"bob"[..]));
     assert_eq!(s.state.counters().users_connected, 1);
     s.feed(2, &connect(V4_TARGET))
-        .expect(b"", &[ev_connect(v4())]);
+        .expect(b"", &[ev_dial(0, ip(&v4()))]);
     assert!(!s.hs.is_done());
+    // One address: its attempt may use all that is left of the handshake.
     assert_eq!(s.hs.poll_timeout(), Some(s.t0 + HANDSHAKE_TIMEOUT));
-    s.connect_result(3, Ok(local())).expect(
+    s.dialed(3, 0, Ok(local())).expect(
         REPLY_OK_LOCAL,
-        &[ev_replied(v4(), ReplyCode::Succeeded), ev_established(b"")],
+        &[
+            ev_replied(v4(), ReplyCode::Succeeded),
+            ev_established(Some(0), b""),
+        ],
     );
     assert!(s.hs.is_established() && !s.hs.is_closed());
     assert!(s.input.is_empty());
@@ -466,7 +648,8 @@ fn happy_path_ipv4_step_by_step() {
     s.feed(4, b"more").expect(b"", &[]);
     assert_eq!(&s.input[..], b"more");
     s.eof(5).timeout(20_000).expect(b"", &[]);
-    s.connect_result(6, Ok(local())).expect(b"", &[]);
+    s.dialed(6, 0, Ok(local())).expect(b"", &[]);
+    assert!(s.hs.is_established());
 }
 
 #[test]
@@ -474,8 +657,14 @@ fn happy_path_ipv6_and_domain() {
     for (addr, target) in [(V6_TARGET, v6()), (NAME_TARGET, name())] {
         let mut s = Server::new(false);
         let bound: SocketAddr = "[2001:db8::2]:1234".parse().unwrap();
-        s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(addr)]))
-            .expect(b"\x05\x02\x01\x00", &[ev_connect(target.clone())]);
+        s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(addr)]));
+        if let TargetAddr::Domain(..) = target {
+            s.expect(b"\x05\x02\x01\x00", &[ev_resolve(b"example.com", 80)])
+                .resolved(1, Ok(vec![name_addr()]))
+                .expect(b"", &[ev_dial(0, name_addr())]);
+        } else {
+            s.expect(b"\x05\x02\x01\x00", &[ev_dial(0, ip(&target))]);
+        }
         let mut reply = BytesMut::new();
         Reply {
             code: ReplyCode::Succeeded,
@@ -483,11 +672,11 @@ fn happy_path_ipv6_and_domain() {
         }
         .encode(&mut reply);
         assert_eq!(reply.len(), Reply::MAX_IP_LEN);
-        s.connect_result(1, Ok(bound)).expect(
+        s.dialed(1, 0, Ok(bound)).expect(
             &reply,
             &[
                 ev_replied(target, ReplyCode::Succeeded),
-                ev_established(b""),
+                ev_established(Some(0), b""),
             ],
         );
     }
@@ -499,25 +688,29 @@ fn all_in_one_slice_with_payload_is_leftover() {
     let all = cat(&[GREET_UP, AUTH_BOB, &connect(NAME_TARGET), payload]);
     let mut s = Server::new(false);
     s.feed(0, &all)
-        .expect(b"\x05\x02\x01\x00", &[ev_connect(name())]);
+        .expect(b"\x05\x02\x01\x00", &[ev_resolve(b"example.com", 80)]);
     assert!(
         s.input.is_empty(),
         "pipelined bytes are taken, not left behind"
     );
     // More bytes while the dial runs are kept too.
     s.feed(1, b"second write").expect(b"", &[]);
-    s.connect_result(2, Ok(local())).expect(
+    s.settle(2, Ok(local())).expect(
         REPLY_OK_LOCAL,
         &[
+            ev_dial(0, name_addr()),
             ev_replied(name(), ReplyCode::Succeeded),
-            ev_established(&cat(&[payload, b"second write"])),
+            ev_established(Some(0), &cat(&[payload, b"second write"])),
         ],
     );
 }
 
 /// Runs a whole script with the client bytes cut into the given chunks; returns what the
 /// transport saw.
-fn transcript(chunks: &[&[u8]], result: Result<SocketAddr, ReplyCode>) -> (Vec<u8>, Vec<Event>) {
+fn transcript(
+    chunks: &[&[u8]],
+    result: Result<SocketAddr, io::ErrorKind>,
+) -> (Vec<u8>, Vec<Event>) {
     let mut s = Server::new(true);
     let mut out = Vec::new();
     let mut events = Vec::new();
@@ -526,7 +719,7 @@ fn transcript(chunks: &[&[u8]], result: Result<SocketAddr, ReplyCode>) -> (Vec<u
         out.append(&mut s.out);
         events.append(&mut s.events);
     }
-    s.connect_result(1, result);
+    s.settle(1, result);
     out.append(&mut s.out);
     events.append(&mut s.events);
     (out, events)
@@ -545,7 +738,7 @@ fn every_split_gives_the_same_transcript() {
         b"\x04\x01\x00\x50\x7f\x00\x00\x01user\x00".to_vec(),
     ];
     for all in &scripts {
-        for result in [Ok(local()), Err(ReplyCode::HostUnreachable)] {
+        for result in [Ok(local()), Err(io::ErrorKind::HostUnreachable)] {
             let whole = transcript(&[all], result);
             assert!(
                 whole
@@ -612,10 +805,13 @@ fn anonymous_only_when_allowed_and_no_userpass_offered() {
     // Allowed, only 0x00 offered: no authentication, straight to the request.
     let mut s = Server::new(true);
     s.feed(0, &cat(&[b"\x05\x01\x00", &connect(V4_TARGET)]))
-        .expect(b"\x05\x00", &[ev_connect(v4())]);
-    s.connect_result(1, Ok(local())).expect(
+        .expect(b"\x05\x00", &[ev_dial(0, ip(&v4()))]);
+    s.dialed(1, 0, Ok(local())).expect(
         REPLY_OK_LOCAL,
-        &[ev_replied(v4(), ReplyCode::Succeeded), ev_established(b"")],
+        &[
+            ev_replied(v4(), ReplyCode::Succeeded),
+            ev_established(Some(0), b""),
+        ],
     );
     assert_eq!(s.conn.user(), None, "anonymous use is not a user");
     assert_eq!(s.state.counters().users_connected, 0);
@@ -638,7 +834,7 @@ fn anonymous_only_when_allowed_and_no_userpass_offered() {
 fn userpass_selected_even_without_users() {
     let t0 = crate::epoch::epoch();
     let state = Arc::new(State::new(t0, &Config::default()));
-    let mut s = Server::with_state(state, t0);
+    let mut s = Server::with_state(state, t0, HandshakeLimits::default());
     s.feed(0, &cat(&[GREET_UP, AUTH_BOB])).expect(
         b"\x05\x02\x01\x01",
         &[ev_closed(CloseReason::Peer(ProtocolError::AuthFailed))],
@@ -697,12 +893,25 @@ fn malformed_requests() {
 
 #[test]
 fn connect_failures_carry_their_code() {
-    for rep in 0x01..=0x08u8 {
+    use io::ErrorKind as K;
+    let cases = [
+        (K::ConnectionRefused, 5),
+        (K::TimedOut, 6),
+        (K::NetworkUnreachable, 3),
+        (K::NetworkDown, 3),
+        (K::HostUnreachable, 4),
+        (K::PermissionDenied, 2),
+        (K::AddrNotAvailable, 1),
+        (K::ConnectionReset, 1),
+        (K::Other, 1),
+    ];
+    for (kind, rep) in cases {
+        assert_eq!(ReplyCode::from_io_error(kind) as u8, rep, "{kind:?}");
         let code = ReplyCode::from_u8(rep).unwrap();
         let mut s = Server::new(false);
         s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(V4_TARGET), b"lost"]))
-            .expect(b"\x05\x02\x01\x00", &[ev_connect(v4())]);
-        s.connect_result(1, Err(code)).expect(
+            .expect(b"\x05\x02\x01\x00", &[ev_dial(0, ip(&v4()))]);
+        s.dialed(1, 0, Err(kind)).expect(
             &failure(rep),
             &[
                 ev_replied(v4(), code),
@@ -710,18 +919,6 @@ fn connect_failures_carry_their_code() {
             ],
         );
     }
-    // Misuse: a "failure" that says success is a general failure, never a success reply.
-    let mut s = Server::new(false);
-    s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(V4_TARGET)]))
-        .connect_result(1, Err(ReplyCode::Succeeded))
-        .expect(
-            &cat(&[b"\x05\x02\x01\x00", &failure(1)]),
-            &[
-                ev_connect(v4()),
-                ev_replied(v4(), ReplyCode::GeneralFailure),
-                ev_closed(CloseReason::RequestFailed(1)),
-            ],
-        );
 }
 
 #[test]
@@ -771,7 +968,7 @@ fn random_garbage_never_panics_and_answers_only_socks() {
             (next() as usize) % bytes.len()
         };
         s.feed(0, &bytes[..cut]).feed(1, &bytes[cut..]);
-        s.connect_result(2, Err(ReplyCode::ConnectionRefused));
+        s.settle(2, Err(io::ErrorKind::ConnectionRefused));
         s.timeout(10_000);
         assert!(s.hs.is_closed(), "{bytes:02x?}");
         closed += 1;
@@ -825,7 +1022,7 @@ fn handshake_timeout_covers_the_dial() {
         0,
         &cat(&[GREET_UP, AUTH_BOB, &connect(NAME_TARGET), b"early"]),
     )
-    .expect(b"\x05\x02\x01\x00", &[ev_connect(name())]);
+    .expect(b"\x05\x02\x01\x00", &[ev_resolve(b"example.com", 80)]);
     s.timeout(10_000).expect(
         &failure(6),
         &[
@@ -833,8 +1030,8 @@ fn handshake_timeout_covers_the_dial() {
             ev_closed(CloseReason::HandshakeTimeout),
         ],
     );
-    // The dial's late result changes nothing.
-    s.connect_result(10_001, Ok(local())).expect(b"", &[]);
+    // The late resolution changes nothing.
+    s.resolved(10_001, Ok(vec![name_addr()])).expect(b"", &[]);
 }
 
 #[test]
@@ -851,10 +1048,14 @@ fn eof_before_done_closes() {
     let mut s = Server::new(false);
     s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(V4_TARGET)]))
         .eof(1)
-        .connect_result(2, Ok(local()))
+        .dialed(2, 0, Ok(local()))
         .expect(
             b"\x05\x02\x01\x00",
-            &[ev_connect(v4()), ev_closed(CloseReason::PeerEof)],
+            &[
+                ev_dial(0, ip(&v4())),
+                ev_cancel(0),
+                ev_closed(CloseReason::PeerEof),
+            ],
         );
 }
 
@@ -866,12 +1067,12 @@ fn early_data_limit() {
     let big = vec![0xab; MAX_EARLY_DATA];
     s.feed(0, &cat(&[&head, &big[..1000]]))
         .feed(1, &big[1000..]);
-    s.connect_result(2, Ok(local())).expect(
+    s.dialed(2, 0, Ok(local())).expect(
         &cat(&[b"\x05\x02\x01\x00", REPLY_OK_LOCAL]),
         &[
-            ev_connect(v4()),
+            ev_dial(0, ip(&v4())),
             ev_replied(v4(), ReplyCode::Succeeded),
-            ev_established(&big),
+            ev_established(Some(0), &big),
         ],
     );
     // One byte more: refused.
@@ -879,7 +1080,8 @@ fn early_data_limit() {
     s.feed(0, &cat(&[&head, &big])).feed(1, b"!").expect(
         &cat(&[b"\x05\x02\x01\x00", &failure(1)]),
         &[
-            ev_connect(v4()),
+            ev_dial(0, ip(&v4())),
+            ev_cancel(0),
             ev_replied(v4(), ReplyCode::GeneralFailure),
             ev_closed(CloseReason::Peer(ProtocolError::InputLimit)),
         ],
@@ -889,7 +1091,8 @@ fn early_data_limit() {
     s.feed(0, &cat(&[&head, &big, b"!"])).expect(
         &cat(&[b"\x05\x02\x01\x00", &failure(1)]),
         &[
-            ev_connect(v4()),
+            ev_dial(0, ip(&v4())),
+            ev_cancel(0),
             ev_replied(v4(), ReplyCode::GeneralFailure),
             ev_closed(CloseReason::Peer(ProtocolError::InputLimit)),
         ],
@@ -925,7 +1128,7 @@ fn client_side_api_against_the_server() {
     };
     req.encode(&mut c2s);
     s.feed(0, &c2s);
-    s.connect_result(1, Ok(local()));
+    s.dialed(1, 0, Ok(local()));
 
     let mut s2c = BytesMut::from(&s.out[..]);
     assert_eq!(
@@ -949,9 +1152,12 @@ fn client_side_api_against_the_server() {
     assert_eq!(
         s.events,
         [
-            ev_connect(req.target.clone()),
+            ev_dial(0, ip(&req.target)),
             ev_replied(req.target, ReplyCode::Succeeded),
-            ev_established(b"")
+            ev_established(Some(0), b"")
         ]
     );
 }
+
+mod commands;
+mod happy_eyeballs;
