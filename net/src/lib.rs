@@ -12,7 +12,6 @@
 //!   Linux) once the sniffer is done or off, a turn for the runtime after every burst.
 //! - [`sctp`]: one-to-one SCTP sockets (listen, connect), `recvmsg` that reports the end of an
 //!   SCTP message, and a send that sends one message.
-//! - [`connect`]: the CONNECT policy (each resolved address in turn, errors to reply codes).
 //! - [`listen`]: binding the SOCKS5 listener and the admin listener, with the
 //!   [`AdminTransport`] choice (SCTP, falling back to TCP when the kernel has no SCTP).
 //! - [`ServerOptions`]: how to serve.
@@ -31,7 +30,6 @@
 //! See `socks5d-tokio` (about a hundred lines).
 
 pub mod budget;
-pub mod connect;
 pub mod io;
 pub mod listen;
 mod log;

@@ -81,8 +81,10 @@ pub struct ServerOptions {
     /// A relay one of whose directions has ended, with no byte moved for this long, is
     /// closed, whether the clean-up routine is on or not (no CLOSE-WAIT pile-up).
     pub half_close_timeout: Duration,
-    /// Time allowed for each outgoing connection attempt (one per resolved address).
-    pub connect_timeout: Duration,
+    /// Whether BIND (RFC 1928 §4) is served; `0x07` otherwise.
+    pub allow_bind: bool,
+    /// Whether UDP ASSOCIATE (RFC 1928 §7) is served; `0x07` otherwise.
+    pub allow_udp: bool,
     /// On shutdown, how long to wait for open connections to finish closing.
     pub shutdown_grace: Duration,
 }
@@ -96,7 +98,8 @@ impl Default for ServerOptions {
             max_admin_connections: 16,
             max_unauthenticated_admin: 64,
             half_close_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
+            allow_bind: true,
+            allow_udp: true,
             shutdown_grace: Duration::from_secs(2),
         }
     }

@@ -66,7 +66,8 @@ impl<'a> Tap<'a> {
 
     fn touch(&self, now: Instant) {
         let ms = u64::try_from(now.saturating_duration_since(self.base).as_millis());
-        self.last_ms.store(ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.last_ms
+            .store(ms.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Returns when a byte last moved either way (the relay's start if none did).

@@ -86,7 +86,6 @@ impl Default for Setup {
             config: Config::default(),
             options: ServerOptions {
                 admin_transport: AdminTransport::Tcp,
-                connect_timeout: Duration::from_secs(5),
                 shutdown_grace: Duration::from_secs(1),
                 ..ServerOptions::default()
             },

@@ -1,39 +1,66 @@
-//! The SOCKS5 connection driver: handshake, connect, relay. No protocol decisions are made
-//! here.
+//! The SOCKS5 connection driver: it does what the handshake asks — resolve, dial (Happy
+//! Eyeballs attempts, as the core schedules them), listen and accept (BIND), bind a UDP socket
+//! (UDP ASSOCIATE) — reports each result back, and relays once the core says so. No
+//! protocol decisions are made here: which address to dial next, when to give up and which
+//! reply code a failure gets all come out of `socks5d-core`.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::pin::{pin, Pin};
-use std::time::Duration;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Type};
 use socks5d_core::logfmt;
-use socks5d_core::socks5::{self, ReplyCode, Socks5Handshake, TargetAddr};
+use socks5d_core::socks5::{self, Attempt, HandshakeLimits, Socks5Handshake};
 use socks5d_core::state::ConnKind;
 
 use super::{closed, Shared};
-use crate::connect::connect_each;
 use crate::io::{self as sio, LINGER};
 use crate::runtime::{race, Raced, Runtime, Socket};
-use crate::{relay, unix_time, Tap};
+use crate::{listen, relay, unix_time, Tap};
 
 /// Largest read from the client during the handshake.
 const HANDSHAKE_READ: usize = 4096;
 
-type Connecting<S> = Pin<Box<dyn Future<Output = Result<(S, SocketAddr), ReplyCode>> + Send>>;
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What the handshake loop waited for.
+/// What the handshake loop waited for (besides the close request and the deadline).
 enum Step<S> {
     Read(io::Result<usize>),
-    Connected(Result<(S, SocketAddr), ReplyCode>),
+    Resolved(io::Result<Vec<SocketAddr>>),
+    Dialed(Attempt, io::Result<(S, SocketAddr)>),
+    Accepted(io::Result<(socket2::Socket, SocketAddr)>),
 }
 
-/// Serves one SOCKS5 client connection to the end: handshake, connect, relay.
+/// The sockets and pending operations the handshake asked for.
+struct Pending<'a, R: Runtime> {
+    resolving: Option<Boxed<'a, io::Result<Vec<SocketAddr>>>>,
+    dials: Vec<(Attempt, Boxed<'a, io::Result<(R::Socket, SocketAddr)>>)>,
+    /// Attempts that connected and wait for the core's verdict (win or cancel).
+    connected: Vec<(Attempt, R::Socket)>,
+    /// BIND: the listener, until a connection is accepted.
+    listener: Option<R::Socket>,
+    /// BIND: the accepted connection.
+    accepted: Option<R::Socket>,
+    /// UDP ASSOCIATE: the relay socket.
+    udp: Option<UdpSocket>,
+}
+
+impl<R: Runtime> Pending<'_, R> {
+    /// Whether a request is being carried out (then the client is not read: what it sends
+    /// waits in the kernel, the core keeps what was already read).
+    fn busy(&self) -> bool {
+        self.resolving.is_some() || !self.dials.is_empty()
+    }
+}
+
+/// Serves one SOCKS5 client connection to the end: handshake, then relay (CONNECT, BIND).
 ///
 /// # Errors
 ///
-/// I/O errors on either socket; protocol failures are not errors (the core answers them).
+/// I/O errors on the client socket; protocol failures are not errors (the core answers them).
 pub async fn serve_socks_connection<R: Runtime>(
     shared: &Shared<R>,
     client: R::Socket,
@@ -41,14 +68,26 @@ pub async fn serve_socks_connection<R: Runtime>(
 ) -> io::Result<()> {
     let rt = &shared.rt;
     let conn = shared.state.open(ConnKind::Proxy, rt.now());
-    let mut hs = Socks5Handshake::new(rt.now());
+    let limits = HandshakeLimits {
+        allow_bind: shared.options.allow_bind,
+        // The UDP relay is not served by this driver yet: answered 0x07.
+        allow_udp: false,
+        ..HandshakeLimits::default()
+    };
+    let mut hs = Socks5Handshake::new(rt.now(), limits);
     let mut rbuf = BytesMut::new();
-    let mut connecting: Option<Connecting<R::Socket>> = None;
-    let mut dest: Option<R::Socket> = None;
-    let mut target: Option<TargetAddr> = None;
+    let mut p: Pending<'_, R> = Pending {
+        resolving: None,
+        dials: Vec::new(),
+        connected: Vec::new(),
+        listener: None,
+        accepted: None,
+        udp: None,
+    };
     let mut client_eof = false;
     let mut replied = false;
-    let leftover: Bytes = 'handshake: loop {
+    let mut target = None;
+    let (leftover, dest): (Bytes, R::Socket) = 'handshake: loop {
         while let Some(b) = hs.poll_transmit() {
             match race(
                 rt,
@@ -68,21 +107,54 @@ pub async fn serve_socks_connection<R: Runtime>(
         let mut established = None;
         while let Some(ev) = hs.poll_event() {
             match ev {
-                socks5::Event::Connect { target: t } => {
-                    tracing::debug!(%peer, target = %t, port = t.port(), "connecting");
-                    let per_attempt = shared.options.connect_timeout;
-                    connecting = Some(Box::pin(connect(rt.clone(), t.clone(), per_attempt)));
-                    target = Some(t);
+                socks5::Event::Resolve { host, port } => {
+                    // The core asks only for UTF-8 names.
+                    let host = String::from_utf8_lossy(&host).into_owned();
+                    p.resolving = Some(Box::pin(rt.resolve(host, port)));
                 }
-                socks5::Event::Replied { target, code } => {
+                socks5::Event::Dial { attempt, addr } => {
+                    tracing::debug!(%peer, %addr, ?attempt, "dialling");
+                    p.dials
+                        .push((attempt, Box::pin(sio::connect_tcp(rt, addr))));
+                }
+                socks5::Event::CancelDial { attempt } => {
+                    p.dials.retain(|(a, _)| *a != attempt);
+                    p.connected.retain(|(a, _)| *a != attempt);
+                }
+                socks5::Event::Listen => {
+                    let r = bind_listener(rt, &client).map(|(l, addr)| {
+                        p.listener = Some(l);
+                        addr
+                    });
+                    hs.handle_listening(rt.now(), r.map_err(|e| e.kind()));
+                }
+                socks5::Event::BindUdp => {
+                    let r = bind_udp(&client).map(|(u, addr)| {
+                        p.udp = Some(u);
+                        addr
+                    });
+                    hs.handle_udp_bound(rt.now(), r.map_err(|e| e.kind()));
+                }
+                socks5::Event::Replied { target: t, code } => {
                     let user = conn.user().map(|u| &u[..]);
                     shared
                         .log
-                        .access(&logfmt::access_line(unix_time(), user, peer, &target, code));
+                        .access(&logfmt::access_line(unix_time(), user, peer, &t, code));
+                    target = Some(t);
                 }
-                socks5::Event::Established { leftover } => established = Some(leftover),
+                socks5::Event::Established { attempt, leftover } => {
+                    let dest = match attempt {
+                        Some(a) => p
+                            .connected
+                            .iter()
+                            .position(|(x, _)| *x == a)
+                            .map(|i| p.connected.swap_remove(i).1),
+                        None => p.accepted.take(),
+                    };
+                    established = Some((leftover, dest));
+                }
                 socks5::Event::Closed { reason } => {
-                    tracing::debug!(%peer, ?reason, "SOCKS handshake closed");
+                    tracing::debug!(%peer, ?reason, "SOCKS session closed");
                     if replied {
                         sio::close_gracefully(rt, &client, rt.now() + LINGER, closed(&conn)).await;
                     }
@@ -91,52 +163,101 @@ pub async fn serve_socks_connection<R: Runtime>(
                 _ => {}
             }
         }
-        if let Some(leftover) = established {
-            break 'handshake leftover;
+        if let Some((leftover, dest)) = established {
+            let Some(dest) = dest else {
+                // The core named a socket the driver never had: a core bug, not peer input.
+                tracing::error!(%peer, "SOCKS handshake established without a destination");
+                return Ok(());
+            };
+            break 'handshake (leftover, dest);
         }
         let deadline = hs.poll_timeout();
-        if client_eof && connecting.is_none() && deadline.is_none() {
-            // Nothing left that could move the handshake on.
-            return Ok(());
-        }
-        let step = async {
-            match connecting.as_mut() {
-                // While the dial is pending the client is not read: what it sends waits in
-                // the kernel (the core keeps what was already read).
-                Some(c) => Step::Connected(c.as_mut().await),
-                None if client_eof => std::future::pending().await,
-                None => Step::Read(sio::read_buf(&client, &mut rbuf, HANDSHAKE_READ).await),
-            }
+        let idle = p.busy() || client_eof;
+        let waited = {
+            let mut read = pin!(async {
+                if idle {
+                    std::future::pending().await
+                } else {
+                    sio::read_buf(&client, &mut rbuf, HANDSHAKE_READ).await
+                }
+            });
+            let listener = p.listener.as_ref();
+            let mut accept = pin!(async {
+                match listener {
+                    Some(l) => sio::accept(l).await,
+                    None => std::future::pending().await,
+                }
+            });
+            let (resolving, dials) = (&mut p.resolving, &mut p.dials);
+            let step = poll_fn(|cx| {
+                if let Some(r) = resolving.as_mut() {
+                    if let Poll::Ready(x) = r.as_mut().poll(cx) {
+                        *resolving = None;
+                        return Poll::Ready(Step::Resolved(x));
+                    }
+                }
+                for i in 0..dials.len() {
+                    if let Poll::Ready(x) = dials[i].1.as_mut().poll(cx) {
+                        let (a, _) = dials.swap_remove(i);
+                        return Poll::Ready(Step::Dialed(a, x));
+                    }
+                }
+                if let Poll::Ready(x) = accept.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Accepted(x));
+                }
+                read.as_mut().poll(cx).map(Step::Read)
+            });
+            race(rt, closed(&conn), deadline, step).await
         };
-        match race(rt, closed(&conn), deadline, step).await {
+        let now = match waited {
             Raced::Close(cause) => {
-                tracing::debug!(%peer, ?cause, "closing during the SOCKS handshake");
-                return Ok(());
+                hs.handle_close_request(rt.now(), cause);
+                continue;
             }
-            Raced::Deadline => hs.handle_timeout(rt.now()),
-            Raced::Io(Step::Read(r)) => match r? {
+            Raced::Deadline => {
+                hs.handle_timeout(rt.now());
+                continue;
+            }
+            Raced::Io(step) => (rt.now(), step),
+        };
+        match now {
+            (now, Step::Read(r)) => match r? {
                 0 => {
                     client_eof = true;
-                    hs.handle_eof(rt.now());
+                    hs.handle_eof(now);
                 }
                 n => {
-                    conn.record_received(rt.now(), n);
-                    hs.handle_input(rt.now(), &mut rbuf, &conn);
+                    conn.record_received(now, n);
+                    hs.handle_input(now, &mut rbuf, &conn);
                 }
             },
-            Raced::Io(Step::Connected(res)) => {
-                connecting = None;
-                let res = res.map(|(stream, local)| {
-                    dest = Some(stream);
+            (now, Step::Resolved(r)) => hs.handle_resolved(now, r.map_err(|e| e.kind())),
+            (now, Step::Dialed(a, r)) => {
+                let r = r.map(|(sock, local)| {
+                    p.connected.push((a, sock));
                     local
                 });
-                hs.handle_connect_result(rt.now(), res);
+                hs.handle_dial_result(now, a, r.map_err(|e| e.kind()));
+            }
+            (now, Step::Accepted(Ok((sock, from)))) => {
+                p.listener = None;
+                let _ = sock.set_tcp_nodelay(true);
+                match rt.register(sock) {
+                    Ok(s) => {
+                        p.accepted = Some(s);
+                        hs.handle_accepted(now, from);
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "cannot register"),
+                }
+            }
+            (_, Step::Accepted(Err(e))) => {
+                tracing::debug!(%peer, error = %e, "BIND accept failed");
             }
         }
     };
-    let (Some(dest), Some(target)) = (dest, target) else {
-        // The core reported success without a connection made: a core bug, not peer input.
-        tracing::error!(%peer, "SOCKS handshake established without a destination");
+    drop(p);
+    let Some(target) = target else {
+        tracing::error!(%peer, "SOCKS handshake established without a reply");
         return Ok(());
     };
     let tap = Tap::new(rt.now(), &conn, target, shared.log.clone());
@@ -166,6 +287,7 @@ pub async fn serve_socks_connection<R: Runtime>(
         match race(rt, closed(&conn), Some(check), relay.as_mut()).await {
             Raced::Io(r) => return r,
             Raced::Close(cause) => {
+                hs.handle_close_request(rt.now(), cause);
                 tracing::debug!(%peer, ?cause, "closing relayed connection");
                 return Ok(());
             }
@@ -179,29 +301,28 @@ pub async fn serve_socks_connection<R: Runtime>(
     }
 }
 
-/// Resolves `target` (without blocking the runtime) and tries each address in turn, each
-/// attempt limited to `per_attempt` (the policy is `socks5d_net::connect`). Returns the
-/// stream and its local address, or the reply code of the last failure.
-async fn connect<R: Runtime>(
-    rt: R,
-    target: TargetAddr,
-    per_attempt: Duration,
-) -> Result<(R::Socket, SocketAddr), ReplyCode> {
-    let resolver = rt.clone();
-    connect_each(
-        &target,
-        move |host, port| async move { resolver.resolve(host, port).await },
-        |addr| {
-            let rt = rt.clone();
-            async move {
-                let until = rt.now() + per_attempt;
-                let pending = std::future::pending::<()>();
-                match race(&rt, pending, Some(until), sio::connect_tcp(&rt, addr)).await {
-                    Raced::Io(r) => r,
-                    _ => Err(io::ErrorKind::TimedOut.into()),
-                }
-            }
-        },
-    )
-    .await
+/// The control connection's local address: where BIND listens and the UDP relay binds.
+fn local_of<S: Socket>(client: &S) -> io::Result<SocketAddr> {
+    listen::local_addr(client.get())
+}
+
+/// BIND: listens on a fresh port of the control connection's local address.
+fn bind_listener<R: Runtime>(rt: &R, client: &R::Socket) -> io::Result<(R::Socket, SocketAddr)> {
+    let mut at = local_of(client)?;
+    at.set_port(0);
+    let s = socket2::Socket::new(Domain::for_address(at), Type::STREAM.nonblocking(), None)?;
+    s.bind(&at.into())?;
+    s.listen(1)?;
+    let addr = listen::local_addr(&s)?;
+    Ok((rt.register(s)?, addr))
+}
+
+/// UDP ASSOCIATE: binds a UDP socket on the control connection's local address.
+fn bind_udp<S: Socket>(client: &S) -> io::Result<(UdpSocket, SocketAddr)> {
+    let mut at = local_of(client)?;
+    at.set_port(0);
+    let u = UdpSocket::bind(at)?;
+    u.set_nonblocking(true)?;
+    let addr = u.local_addr()?;
+    Ok((u, addr))
 }
