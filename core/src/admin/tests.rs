@@ -1522,3 +1522,22 @@ fn input_marks_the_connection_active() {
     assert_eq!(f.state.sweep(f.t0 + Duration::from_secs(120)), 0);
     assert_eq!(f.state.sweep(later + Duration::from_secs(120)), 1);
 }
+
+#[test]
+fn unframable_byte_ending_its_message_discards_nothing_more() {
+    // The offending byte is the last of its message: the next message is served whole.
+    for (m1, answer) in [
+        (&b"\x00\x07\x07"[..], &b"\xff\xff"[..]), // unknown TYPE ends the message
+        (b"\x00\x07\x01\x09", b"\x01\xff"),       // unknown CMD ends the message
+    ] {
+        let mut f = Fx::authed(Draft, Framing::Message);
+        f.message(m1, true);
+        f.message(b"\x00\x09", true);
+        let (tx, _) = f.drain();
+        assert_eq!(
+            tx,
+            vec![b(b"\x00\x07\x02"), b(answer), b(b"\x00\x09\x05")],
+            "{m1:02x?}"
+        );
+    }
+}
