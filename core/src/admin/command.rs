@@ -68,7 +68,9 @@ impl Args {
 /// Defines [`Command`] and its table from one list of `Name = TYPE CMD Args;` lines.
 macro_rules! command_table {
     ($( $(#[doc = $doc:literal])* $name:ident = $ty:ident $cmd:literal $args:ident; )*) => {
-        /// One (TYPE, CMD) pair of a request: the command table (see the [module docs](self)).
+        /// One (TYPE, CMD) pair of a request: the command table, written once. Decoding looks
+        /// pairs up in a table built from it; every conversion to a typed message is an
+        /// exhaustive `match`, so a new command does not compile until it is handled.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         pub enum Command {
