@@ -99,7 +99,7 @@ fn add_users(state: &State, cli: &Cli) -> Result<(), String> {
     let add = |c: &Credentials, privilege| {
         let m = Mutation::AddUser {
             name: c.user.clone(),
-            password: c.password.clone(),
+            password: c.password.clone().into(),
             privilege,
         };
         match state.apply(None, &m) {

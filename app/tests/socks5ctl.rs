@@ -15,7 +15,9 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use socks5d_core::admin::msg::{AdminRequest, Query};
 use socks5d_core::admin::{AdminSession, Dialect, Event, Framing};
-use socks5d_core::state::{Config, ConnKind, Connection, Mutation, Outcome, Privilege, State};
+use socks5d_core::state::{
+    Config, ConnKind, Connection, Mutation, Outcome, Privilege, State, HANDSHAKE_TIMEOUT,
+};
 
 const ADMIN: &str = "admin:s3cret-admin";
 
@@ -34,7 +36,7 @@ struct Server {
 fn add(state: &State, name: &str, password: &str, privilege: Privilege) {
     let m = Mutation::AddUser {
         name: Bytes::copy_from_slice(name.as_bytes()),
-        password: Bytes::copy_from_slice(password.as_bytes()),
+        password: Bytes::copy_from_slice(password.as_bytes()).into(),
         privilege,
     };
     assert_eq!(state.apply(None, &m), Outcome::Applied);
@@ -87,47 +89,55 @@ fn server(dialect: Dialect) -> Server {
 /// One admin connection: read, feed the session, drain it (the core's drain contract).
 fn serve(mut stream: TcpStream, state: &Arc<State>, dialect: Dialect, reads: &Reads) {
     let conn = state.open(ConnKind::Admin, Instant::now());
-    let mut session = AdminSession::new(Instant::now(), dialect, Framing::Stream);
-    let mut input = BytesMut::new();
+    let mut session =
+        AdminSession::new(Instant::now(), dialect, Framing::Stream, HANDSHAKE_TIMEOUT);
     let mut buf = [0u8; 4096];
     loop {
+        if drain(&mut session, &mut stream, &conn) {
+            return;
+        }
+        if !session.wants_input() {
+            session.handle_continue(Instant::now(), &conn);
+            continue;
+        }
         let Ok(n) = stream.read(&mut buf) else { return };
         if n == 0 {
             session.handle_eof(Instant::now());
         } else {
             reads.lock().unwrap().push(buf[..n].to_vec());
-            input.extend_from_slice(&buf[..n]);
-            loop {
-                let before = input.len();
-                session.handle_input(Instant::now(), &mut input, &conn);
-                if drain(&mut session, &mut stream) {
-                    return;
-                }
-                if input.is_empty() || input.len() == before {
-                    break;
-                }
-            }
-        }
-        if drain(&mut session, &mut stream) {
-            return;
+            session.handle_input(Instant::now(), &buf[..n], &conn);
         }
     }
 }
 
-/// Writes what the session produced; returns true once it closed.
-fn drain(session: &mut AdminSession, stream: &mut TcpStream) -> bool {
-    while let Some(bytes) = session.poll_transmit() {
-        if stream.write_all(&bytes).is_err() {
-            return true;
+/// Writes what the session produced and applies its modifications; returns true once it
+/// closed.
+fn drain(session: &mut AdminSession, stream: &mut TcpStream, conn: &Connection) -> bool {
+    loop {
+        while let Some(bytes) = session.poll_transmit() {
+            if stream.write_all(&bytes).is_err() {
+                return true;
+            }
+        }
+        let mut applied = false;
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::Closed { .. } => {
+                    let _ = stream.shutdown(Shutdown::Write);
+                    return true;
+                }
+                Event::Apply(m) => {
+                    let outcome = conn.state().apply(conn.user().map(|u| &u[..]), &m);
+                    session.handle_apply_result(Instant::now(), outcome, conn);
+                    applied = true;
+                }
+                _ => {}
+            }
+        }
+        if !applied {
+            return false;
         }
     }
-    while let Some(ev) = session.poll_event() {
-        if matches!(ev, Event::Closed { .. }) {
-            let _ = stream.shutdown(Shutdown::Write);
-            return true;
-        }
-    }
-    false
 }
 
 #[derive(Debug)]
@@ -312,8 +322,11 @@ fn user_connections_in_both_dialects() {
             s.json(&["user-connections", "bob"]),
             serde_json::json!({ "user": "bob", "connections": 2 })
         );
-        let err = s.refused(&["user-connections", "nobody"]);
-        assert!(err.contains("no such user"), "{err}");
+        // PROTOCOL.md: a name that is no user counts 0, as the original answers.
+        assert_eq!(
+            s.ok(&["user-connections", "nobody"]),
+            "nobody has 0 open connections\n"
+        );
     }
 }
 

@@ -26,7 +26,7 @@ fn state(now: Instant) -> Arc<State> {
     let state = Arc::new(State::new(now, &Config::default()));
     let add = Mutation::AddUser {
         name: Bytes::from_static(b"bob"),
-        password: Bytes::from_static(b"hunter2"),
+        password: Bytes::from_static(b"hunter2").into(),
         privilege: Privilege::User,
     };
     assert_eq!(state.apply(None, &add), Outcome::Applied);

@@ -36,7 +36,9 @@ use crate::socks5::{
     self, Attempt, Command, Greeting, HandshakeLimits, Method, MethodSelection, ReplyCode, Request,
     Socks5Handshake, TargetAddr,
 };
-use crate::state::{CloseCause, Config, ConnKind, Mutation, Privilege, State, HANDSHAKE_TIMEOUT};
+use crate::state::{
+    CloseCause, Config, ConnKind, Mutation, Outcome, Privilege, State, HANDSHAKE_TIMEOUT,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Parsers
@@ -356,10 +358,10 @@ pub fn script_state(allow_anonymous: bool) -> Arc<State> {
     for (name, password, privilege) in SCRIPT_USERS {
         let m = Mutation::AddUser {
             name: Bytes::from_static(name),
-            password: Bytes::from_static(password),
+            password: password.into(),
             privilege,
         };
-        assert_eq!(state.apply(None, &m), crate::state::Outcome::Applied);
+        assert_eq!(state.apply(None, &m), Outcome::Applied);
     }
     state
 }
@@ -1385,38 +1387,46 @@ struct AdminTranscript {
     /// where the grouping of bytes into items carries no meaning.
     items: Vec<Vec<u8>>,
     events: Vec<admin::Event>,
-    unread: Vec<u8>,
 }
 
-/// Drives one [`AdminSession`] and checks its per-call invariants.
+/// Drives one [`AdminSession`] as the one driver does (drain, answer each Apply, continue
+/// while no input is wanted) and checks its per-call invariants.
 struct AdminDriver {
     s: AdminSession,
     state: Arc<State>,
     conn: crate::state::Connection,
     framing: Framing,
-    input: BytesMut,
     t: AdminTranscript,
-    t0: Instant,
+    auth_deadline: Instant,
+    /// Answer the next Apply with [`Outcome::Failed`] (a failing store) instead of applying.
+    fail_next: bool,
+    /// Bytes polled since the last `handle_*` call.
+    polled: usize,
 }
 
 impl AdminDriver {
-    fn new(dialect: Dialect, framing: Framing) -> Self {
+    fn new(opts: AdminOptions) -> Self {
         let t0 = epoch();
         let state = script_state(false);
+        if opts.short_timeout {
+            let m = Mutation::SetConnectionTimeout(2);
+            assert_eq!(state.apply(None, &m), Outcome::Applied);
+        }
         let conn = state.open(ConnKind::Admin, t0);
+        let auth_timeout = state.settings().auth_timeout();
         Self {
-            s: AdminSession::new(t0, dialect, framing),
+            s: AdminSession::new(t0, opts.dialect, opts.framing, auth_timeout),
             state,
             conn,
-            framing,
-            input: BytesMut::new(),
+            framing: opts.framing,
             t: AdminTranscript {
                 out: Vec::new(),
                 items: Vec::new(),
                 events: Vec::new(),
-                unread: Vec::new(),
             },
-            t0,
+            auth_deadline: t0 + auth_timeout,
+            fail_next: false,
+            polled: 0,
         }
     }
 
@@ -1427,27 +1437,48 @@ impl AdminDriver {
             .any(|e| matches!(e, admin::Event::Closed { .. }))
     }
 
-    /// Drains outputs and checks what holds after every call.
-    fn drain(&mut self) {
-        let was_closed = self.closed_event();
-        let mut polled = 0;
-        while let Some(b) = self.s.poll_transmit() {
-            assert!(!b.is_empty(), "poll_transmit returned empty bytes");
-            assert!(!was_closed, "bytes after Closed");
-            polled += b.len();
-            self.t.out.extend_from_slice(&b);
-            if self.framing == Framing::Message {
-                self.t.items.push(b.to_vec());
+    /// Drains outputs, answering each Apply at once, and checks what holds after every call.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let was_closed = self.closed_event();
+            while let Some(b) = self.s.poll_transmit() {
+                assert!(!b.is_empty(), "poll_transmit returned empty bytes");
+                assert!(!was_closed, "bytes after Closed");
+                self.polled += b.len();
+                self.t.out.extend_from_slice(&b);
+                if self.framing == Framing::Message {
+                    self.t.items.push(b.to_vec());
+                }
             }
-        }
-        // Back-pressure bounds what one call can produce.
-        assert!(
-            polled <= AdminSession::HIGH_WATER + AdminResponse::MAX_LEN,
-            "{polled} bytes produced by one call"
-        );
-        while let Some(e) = self.s.poll_event() {
-            assert!(!was_closed, "event after Closed: {e:?}");
-            self.t.events.push(e);
+            // Back-pressure bounds what one call can produce.
+            assert!(
+                self.polled <= AdminSession::HIGH_WATER + AdminResponse::MAX_LEN,
+                "{} bytes produced by one call",
+                self.polled
+            );
+            let mut apply = None;
+            while let Some(e) = self.s.poll_event() {
+                assert!(!was_closed, "event after Closed: {e:?}");
+                if let admin::Event::Apply(m) = &e {
+                    assert!(
+                        !self.s.wants_input(),
+                        "input wanted while an Apply is pending"
+                    );
+                    apply = Some(m.clone());
+                }
+                self.t.events.push(e);
+                if apply.is_some() {
+                    break;
+                }
+            }
+            let Some(m) = apply else { break };
+            let outcome = if std::mem::take(&mut self.fail_next) {
+                Outcome::Failed
+            } else {
+                self.state.apply(self.conn.user().map(|u| &u[..]), &m)
+            };
+            self.polled = 0;
+            self.s.handle_apply_result(now, outcome, &self.conn);
         }
         let closed = self
             .t
@@ -1458,11 +1489,9 @@ impl AdminDriver {
             assert_eq!(i, self.t.events.len() - 1, "Closed must be the last event");
             assert!(self.s.is_closed());
         }
-        let authenticated = self
-            .t
-            .events
-            .iter()
-            .any(|e| matches!(e, admin::Event::Authenticated { .. }));
+        if self.s.is_closed() {
+            assert!(!self.s.wants_input(), "a closed session wants no input");
+        }
         let auths = self
             .t
             .events
@@ -1470,52 +1499,53 @@ impl AdminDriver {
             .filter(|e| matches!(e, admin::Event::Authenticated { .. }))
             .count();
         assert!(auths <= 1, "authenticated twice");
-        let deadline = (!authenticated && !self.s.is_closed()).then(|| self.t0 + HANDSHAKE_TIMEOUT);
-        assert_eq!(self.s.poll_timeout(), deadline, "handshake timer");
+        let deadline = (auths == 0 && !self.s.is_closed()).then_some(self.auth_deadline);
+        assert_eq!(self.s.poll_timeout(), deadline, "authentication timer");
     }
 
-    /// `handle_input` until it consumes nothing more (the back-pressure contract).
-    fn feed(&mut self, now: Instant, chunk: &[u8]) {
-        self.input.extend_from_slice(chunk);
-        loop {
-            let before = self.input.len();
-            self.s.handle_input(now, &mut self.input, &self.conn);
-            self.drain();
-            if self.s.is_closed() {
-                assert!(self.input.is_empty(), "a closed session clears its input");
-            }
-            if self.input.len() == before || self.input.is_empty() {
-                break;
-            }
-        }
-        if !self.s.is_closed() && self.framing == Framing::Stream {
+    /// The driver loop after an input: drain, then `handle_continue` while the session wants
+    /// no input, which must make progress every time (no spin).
+    fn settle(&mut self, now: Instant) {
+        self.drain(now);
+        let mut rounds = 0;
+        while !self.s.wants_input() && !self.s.is_closed() {
+            let before = (self.t.out.len(), self.t.events.len());
+            self.polled = 0;
+            self.s.handle_continue(now, &self.conn);
+            self.drain(now);
             assert!(
-                self.input.len() < AdminRequest::MAX_LEN,
-                "{} bytes left unconsumed",
-                self.input.len()
+                (self.t.out.len(), self.t.events.len()) != before
+                    || self.s.wants_input()
+                    || self.s.is_closed(),
+                "handle_continue made no progress: the driver would spin"
             );
+            rounds += 1;
+            assert!(rounds < 1 << 20, "handle_continue never settles");
         }
     }
 
-    fn end_of_message(&mut self, now: Instant) {
-        self.s.handle_end_of_message(now, &mut self.input);
-        self.drain();
-        // Complete requests held back by back-pressure are served by the next handle_input.
-        self.feed(now, &[]);
-        if self.framing == Framing::Message && !self.s.is_closed() {
-            assert!(self.input.is_empty(), "a message end leaves nothing behind");
+    /// One read: `end` is whether it ends an SCTP message (ignored on a stream).
+    fn feed(&mut self, now: Instant, chunk: &[u8], end: bool) {
+        self.polled = 0;
+        match self.framing {
+            Framing::Stream => self.s.handle_input(now, chunk, &self.conn),
+            Framing::Message => self.s.handle_message(now, chunk, end, &self.conn),
         }
+        self.settle(now);
+    }
+
+    fn close_request(&mut self, now: Instant, cause: crate::state::CloseCause) {
+        self.polled = 0;
+        self.s.handle_close_request(now, cause);
+        self.settle(now);
+        assert!(self.s.is_closed());
     }
 
     fn eof(&mut self, now: Instant) {
+        self.polled = 0;
         self.s.handle_eof(now);
-        self.drain();
+        self.settle(now);
         assert!(self.s.is_closed() && self.closed_event());
-    }
-
-    fn finish(mut self) -> AdminTranscript {
-        self.t.unread = self.input.to_vec();
-        self.t
     }
 }
 
@@ -1528,6 +1558,8 @@ struct AdminOptions {
     /// Authenticate as `admin` first (prepended to the stream), so the fuzzer starts in the
     /// request phase.
     login: bool,
+    /// Connection timeout 2 s, so authentication must complete within 2 s (not 10 s).
+    short_timeout: bool,
 }
 
 impl AdminOptions {
@@ -1541,6 +1573,7 @@ impl AdminOptions {
             },
             eof_at_end: bits & 4 != 0,
             login: bits & 8 != 0,
+            short_timeout: bits & 16 != 0,
         }
     }
 }
@@ -1549,7 +1582,7 @@ impl AdminOptions {
 pub const ADMIN_LOGIN: &[u8] = b"\x01\x05admin\x06secret";
 
 /// Splits `stream` into SCTP messages: one per group of reads ending with an end-of-message
-/// action (`Step::action` bit 0), plus the rest. Each message is a list of reads.
+/// action (`Step::action` bit 0), plus the rest (left open). Each message is a list of reads.
 fn admin_messages<'a>(script: &'a Script, chunks: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
     let mut messages = vec![Vec::new()];
     for (i, c) in chunks.iter().enumerate() {
@@ -1565,33 +1598,44 @@ fn admin_messages<'a>(script: &'a Script, chunks: &[&'a [u8]]) -> Vec<Vec<&'a [u
     messages
 }
 
-/// Runs the messages (each a list of reads) with the clock stopped; with
-/// [`Framing::Stream`] the message ends are ignored.
+/// Runs the messages (each a list of reads; every message but the last ends with
+/// end-of-message on its last read) with the clock stopped; with [`Framing::Stream`] the
+/// message ends are ignored.
 fn admin_frozen(opts: AdminOptions, messages: &[Vec<&[u8]>]) -> AdminTranscript {
-    let mut d = AdminDriver::new(opts.dialect, opts.framing);
-    let t0 = d.t0;
+    let mut d = AdminDriver::new(opts);
+    let t0 = epoch();
     if opts.login {
-        d.feed(t0, ADMIN_LOGIN);
+        d.feed(t0, ADMIN_LOGIN, false);
     }
     let n = messages.len();
     for (i, m) in messages.iter().enumerate() {
-        for c in m {
-            d.feed(t0, c);
+        let ends = i + 1 < n;
+        if m.is_empty() && ends {
+            d.feed(t0, &[], true);
         }
-        if opts.framing == Framing::Message && i + 1 < n {
-            d.end_of_message(t0);
+        for (j, c) in m.iter().enumerate() {
+            d.feed(t0, c, ends && j + 1 == m.len());
         }
     }
     if opts.eof_at_end {
         d.eof(t0);
     }
-    d.finish()
+    d.t
+}
+
+/// What [`admin_check_transcript`] learnt from the client's side.
+struct AdminSummary {
+    /// An unframable request was answered (after which SCTP message boundaries matter).
+    unframable: bool,
 }
 
 /// Checks what the session sent against the requests in `messages` (a client's view):
 /// the output is exactly a sequence of responses, each to the next request received, in
-/// order, at most one error reply per message, and (when `complete`) every complete request
-/// was answered. With [`Framing::Message`] each polled item is one response.
+/// order, requests reassembled across SCTP messages, the rest of a message discarded after an
+/// unframable request, and (when `complete`) every complete request answered. With
+/// [`Framing::Message`] each polled item is one response. The events agree: one `Apply` per
+/// modification that forms a [`Mutation`], one `Applied` per status `0x00`, one `AuthFailed`
+/// per `01 01`.
 ///
 /// `users_fixed`: nobody else changed the users, so the authentication answer is known.
 fn admin_check_transcript(
@@ -1600,44 +1644,50 @@ fn admin_check_transcript(
     t: &AdminTranscript,
     complete: bool,
     users_fixed: bool,
-) {
+) -> AdminSummary {
     let dialect = opts.dialect;
-    // A byte stream has no message boundaries: the client's view is one message.
-    let joined;
-    let messages = match opts.framing {
-        Framing::Stream => {
-            joined = [messages.concat()];
-            &joined[..]
+    let login: &[u8] = if opts.login { ADMIN_LOGIN } else { &[] };
+    let stream: Vec<u8> = [login, &messages.concat()].concat();
+    // Where messages end in `stream` (the last one is open).
+    let mut ends = Vec::new();
+    if opts.framing == Framing::Message {
+        let mut at = login.len();
+        for m in &messages[..messages.len().saturating_sub(1)] {
+            at += m.len();
+            ends.push(at);
         }
-        Framing::Message => messages,
-    };
+    }
     let mut out = BytesMut::from(&t.out[..]);
     let mut items = t.items.iter();
     let mut authenticated = false;
-    let mut applied = 0;
+    let (mut applies, mut applied, mut auth_failed) = (0, 0, 0);
     let mut closed_by_error = false;
+    let mut unframable = false;
     // Takes the next response: the next item with Message framing (which must be exactly one
     // response), the next bytes of the stream otherwise.
     let mut take =
         |decode: &dyn Fn(&mut BytesMut) -> Result<Option<AdminResponse>, DecodeError>,
          what: &str|
          -> Option<AdminResponse> {
-            let mut b = match opts.framing {
+            let mut one;
+            let b = match opts.framing {
                 Framing::Stream => {
                     if out.is_empty() {
                         return None;
                     }
-                    let r = decode(&mut out)
-                        .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"))
-                        .unwrap_or_else(|| panic!("{what}: truncated response"));
-                    return Some(r);
+                    &mut out
                 }
-                Framing::Message => BytesMut::from(&items.next()?[..]),
+                Framing::Message => {
+                    one = BytesMut::from(&items.next()?[..]);
+                    &mut one
+                }
             };
-            let r = decode(&mut b)
+            let r = decode(b)
                 .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"))
                 .unwrap_or_else(|| panic!("{what}: truncated response"));
-            assert!(b.is_empty(), "{what}: one SCTP message, one response");
+            if opts.framing == Framing::Message {
+                assert!(b.is_empty(), "{what}: one SCTP message, one response");
+            }
             Some(r)
         };
     let auth_reply = |b: &mut BytesMut| -> Result<Option<AdminResponse>, DecodeError> {
@@ -1647,119 +1697,105 @@ fn admin_check_transcript(
             status: r.status,
         }))
     };
-    let login: Vec<u8> = if opts.login {
-        ADMIN_LOGIN.to_vec()
-    } else {
-        Vec::new()
-    };
     let mut answered_all = true;
-    'messages: for (mi, m) in messages.iter().enumerate() {
-        let joined;
-        let mut rest: &[u8] = if mi == 0 {
-            joined = [&login[..], m].concat();
-            &joined
-        } else {
-            m
-        };
-        let ends = opts.framing == Framing::Message && mi + 1 < messages.len();
-        loop {
-            if !authenticated {
-                let status = match UserPassRequest::check(rest) {
-                    Ok(None) => {
-                        if ends {
-                            continue 'messages;
-                        }
-                        break 'messages;
-                    }
-                    Ok(Some(n)) => {
-                        let ulen = usize::from(rest[1]);
-                        let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
-                        rest = &rest[n..];
-                        let ok = SCRIPT_USERS.iter().any(|(u, p, pr)| {
-                            *u == user && *p == password && *pr == Privilege::Admin
-                        });
-                        u8::from(!ok)
-                    }
-                    Err(_) => 2,
-                };
-                let Some(r) = take(&auth_reply, "auth") else {
-                    answered_all = false;
-                    break 'messages;
-                };
-                let AdminResponse::Status { status: got, .. } = r else {
-                    unreachable!()
-                };
-                if users_fixed || status == 2 {
-                    assert_eq!(got, status, "authentication status");
-                } else {
-                    assert!(
-                        got <= 1 && (status == 0 || got == 1),
-                        "authentication status"
-                    );
-                }
-                if got != 0 {
-                    closed_by_error = true;
-                    break 'messages;
-                }
-                authenticated = true;
-                continue;
-            }
-            match AdminRequest::check(rest) {
-                Ok(None) => {
-                    if ends {
-                        continue 'messages;
-                    }
-                    break 'messages;
-                }
+    let mut pos = 0;
+    loop {
+        let rest = &stream[pos..];
+        if !authenticated {
+            let status = match UserPassRequest::check(rest) {
+                Ok(None) => break,
                 Ok(Some(n)) => {
-                    let req = AdminRequest::decode(&mut BytesMut::from(&rest[..n]))
-                        .expect("checked")
-                        .expect("complete");
-                    rest = &rest[n..];
-                    let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
-                    let Some(resp) = take(&decode, "request") else {
-                        answered_all = false;
-                        break 'messages;
-                    };
-                    match (&req, &resp) {
-                        (AdminRequest::Modify(_), AdminResponse::Status { status, .. }) => {
-                            applied += usize::from(*status == 0);
-                        }
-                        (AdminRequest::Query(Query::ListUsers), AdminResponse::Users(_))
-                        | (AdminRequest::Query(_), AdminResponse::Value { .. })
-                        | (
-                            AdminRequest::Query(Query::UserConnections { .. }),
-                            AdminResponse::QueryError { .. },
-                        ) => {}
-                        _ => panic!("{resp:?} does not answer {req:?}"),
-                    }
+                    let ulen = usize::from(rest[1]);
+                    let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
+                    pos += n;
+                    let ok = SCRIPT_USERS
+                        .iter()
+                        .any(|(u, p, pr)| *u == user && *p == password && *pr == Privilege::Admin);
+                    u8::from(!ok)
                 }
-                Err(e) => {
-                    let expected = match e {
-                        DecodeError::UnknownType(_) => AdminResponse::InvalidType,
-                        DecodeError::UnknownCommand { ty, .. } => AdminResponse::InvalidCommand {
+                Err(_) => 2,
+            };
+            let Some(r) = take(&auth_reply, "auth") else {
+                answered_all = false;
+                break;
+            };
+            let AdminResponse::Status { status: got, .. } = r else {
+                unreachable!()
+            };
+            if users_fixed || status == 2 {
+                assert_eq!(got, status, "authentication status");
+            } else {
+                assert!(
+                    got <= 1 && (status == 0 || got == 1),
+                    "authentication status"
+                );
+            }
+            auth_failed += usize::from(got == 1);
+            if got != 0 {
+                closed_by_error = true;
+                break;
+            }
+            authenticated = true;
+            continue;
+        }
+        match AdminRequest::check(rest) {
+            Ok(None) => break,
+            Ok(Some(n)) => {
+                let req = AdminRequest::decode(&mut BytesMut::from(&rest[..n]))
+                    .expect("checked")
+                    .expect("complete");
+                pos += n;
+                let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+                let Some(resp) = take(&decode, "request") else {
+                    answered_all = false;
+                    break;
+                };
+                match (&req, &resp) {
+                    (AdminRequest::Modify(m), AdminResponse::Status { status, .. }) => {
+                        applies += usize::from(m.to_mutation().is_some());
+                        applied += usize::from(*status == 0);
+                    }
+                    (AdminRequest::Query(Query::ListUsers), AdminResponse::Users(_))
+                    | (AdminRequest::Query(_), AdminResponse::Value { .. }) => {}
+                    (
+                        AdminRequest::Query(Query::UserConnections { name, .. }),
+                        AdminResponse::QueryError { status: 0xFE },
+                    ) if name.is_empty() && dialect == Dialect::Final => {}
+                    _ => panic!("{resp:?} does not answer {req:?}"),
+                }
+            }
+            Err(e) => {
+                let (expected, read) = match e {
+                    DecodeError::UnknownType(_) => (AdminResponse::InvalidType, 1),
+                    DecodeError::UnknownCommand { ty, .. } => (
+                        AdminResponse::InvalidCommand {
                             ty: if ty == 0 {
                                 RequestType::Query
                             } else {
                                 RequestType::Modify
                             },
                         },
-                        other => panic!("admin request error {other:?}"),
-                    };
-                    let req = request_answered_by(&expected);
-                    let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
-                    let Some(resp) = take(&decode, "unframable") else {
-                        answered_all = false;
-                        break 'messages;
-                    };
-                    assert_eq!(resp, expected);
-                    if opts.framing == Framing::Message {
-                        // The rest of the SCTP message is discarded; the session carries on
-                        // (the last message may still be open: nothing more is served).
-                        continue 'messages;
-                    }
+                        2,
+                    ),
+                    other => panic!("admin request error {other:?}"),
+                };
+                let req = request_answered_by(&expected);
+                let decode = |b: &mut BytesMut| AdminResponse::decode(b, dialect, &req);
+                let Some(resp) = take(&decode, "unframable") else {
+                    answered_all = false;
+                    break;
+                };
+                assert_eq!(resp, expected);
+                unframable = true;
+                if opts.framing == Framing::Stream {
                     closed_by_error = true;
-                    break 'messages;
+                    break;
+                }
+                // The rest of the SCTP message holding the offending byte is discarded; the
+                // next message starts a new request (the last message is still open).
+                match ends.iter().find(|&&end| end >= pos + read) {
+                    Some(&end) => pos = end,
+                    None => break,
                 }
             }
         }
@@ -1772,14 +1808,21 @@ fn admin_check_transcript(
     if complete {
         assert!(answered_all, "a complete request went unanswered");
     }
-    let applied_events = t
-        .events
-        .iter()
-        .filter(|e| matches!(e, admin::Event::Applied(_)))
-        .count();
+    let count = |f: fn(&admin::Event) -> bool| t.events.iter().filter(|e| f(e)).count();
     assert_eq!(
-        applied_events, applied,
+        count(|e| matches!(e, admin::Event::Apply(_))),
+        applies,
+        "one Apply per modification answered"
+    );
+    assert_eq!(
+        count(|e| matches!(e, admin::Event::Applied(_))),
+        applied,
         "one Applied per successful modification"
+    );
+    assert_eq!(
+        count(|e| matches!(e, admin::Event::AuthFailed { .. })),
+        auth_failed,
+        "one AuthFailed per failed login"
     );
     if closed_by_error {
         assert!(
@@ -1793,6 +1836,7 @@ fn admin_check_transcript(
             t.events
         );
     }
+    AdminSummary { unframable }
 }
 
 fn owned(messages: &[Vec<&[u8]>]) -> Vec<Vec<u8>> {
@@ -1802,15 +1846,19 @@ fn owned(messages: &[Vec<&[u8]>]) -> Vec<Vec<u8>> {
 /// Fuzz body `admin_session`: an [`AdminSession`] run by a [`Script`].
 ///
 /// `options`: bit 0 final dialect; bit 1 [`Framing::Message`]; bit 2 EOF at the end; bit 3
-/// authenticate as `admin` first. `Step::action`: bit 0 ends an SCTP message after the read;
-/// bit 1 sends EOF after the read; bit 2 asks the connection to close (clean-up routine)
-/// before the read; bit 3 has another administrator remove user `admin` before the read.
+/// authenticate as `admin` first; bit 4 connection timeout 2 s (authentication deadline 2 s).
+/// `Step::action`: bit 0 ends an SCTP message after the read; bit 1 sends EOF after the read;
+/// bit 2 closes the connection (clean-up routine) before the read, passed on as a close
+/// request; bit 3 has another administrator remove user `admin` before the read (the session
+/// sees it at its next request; the close request follows the read); bit 4 fails the next
+/// Apply ([`Outcome::Failed`]).
 ///
 /// Checks: with the clock stopped, the transcript is the same for the script's reads, one
-/// read per SCTP message, and one read per byte; the output is exactly one response per
-/// request received, in order (every complete request answered), with one `Applied` event per
-/// successful modification; with the script's clock and actions every per-call invariant holds
-/// (bounded output, `Closed` last, timers) and the output is a prefix of that.
+/// read per SCTP message, and one read per byte; on SCTP without unframable requests, also
+/// for the whole stream in one message and for one message per byte; the output is exactly
+/// one response per request received, in order (every complete request answered), with the
+/// events that go with them; with the script's clock and actions every per-call invariant
+/// holds (bounded output, `Closed` last, timers, no spin) and the output is a prefix of that.
 pub fn admin_session(data: &[u8]) {
     let script = Script::from_fuzz_input(data);
     let opts = AdminOptions::new(script.options);
@@ -1818,8 +1866,8 @@ pub fn admin_session(data: &[u8]) {
     let messages = admin_messages(&script, &chunks);
 
     let frozen = admin_frozen(opts, &messages);
-    admin_check_transcript(opts, &owned(&messages), &frozen, true, true);
     let joined = owned(&messages);
+    let summary = admin_check_transcript(opts, &joined, &frozen, true, true);
     let per_message: Vec<Vec<&[u8]>> = joined.iter().map(|m| vec![&m[..]]).collect();
     assert_eq!(
         frozen,
@@ -1830,13 +1878,31 @@ pub fn admin_session(data: &[u8]) {
         let per_byte: Vec<Vec<&[u8]>> = joined.iter().map(|m| m.chunks(1).collect()).collect();
         assert_eq!(frozen, admin_frozen(opts, &per_byte), "one read per byte");
     }
+    if opts.framing == Framing::Message && !summary.unframable {
+        // Requests are reassembled across messages: the boundaries change nothing.
+        let stream = joined.concat();
+        assert_eq!(
+            frozen,
+            admin_frozen(opts, &[vec![&stream[..]]]),
+            "one message vs the script's messages"
+        );
+        if stream.len() <= 4096 {
+            let mut per_byte: Vec<Vec<&[u8]>> = stream.chunks(1).map(|c| vec![c]).collect();
+            per_byte.push(Vec::new());
+            assert_eq!(
+                frozen,
+                admin_frozen(opts, &per_byte),
+                "one message per byte vs the script's messages"
+            );
+        }
+    }
 
     // The script's clock and actions.
-    let mut d = AdminDriver::new(opts.dialect, opts.framing);
-    let mut now = d.t0;
+    let mut d = AdminDriver::new(opts);
+    let mut now = epoch();
     let mut users_fixed = true;
     if opts.login {
-        d.feed(now, ADMIN_LOGIN);
+        d.feed(now, ADMIN_LOGIN, false);
     }
     let mut fed: Vec<Vec<u8>> = vec![Vec::new()];
     for (i, chunk) in chunks.iter().enumerate() {
@@ -1846,10 +1912,14 @@ pub fn admin_session(data: &[u8]) {
             action: 0,
         });
         now += Duration::from_millis(u64::from(step.tick_ms));
+        d.polled = 0;
         d.s.handle_timeout(now);
-        d.drain();
+        d.settle(now);
         if step.action & 4 != 0 {
-            d.conn.close(crate::state::CloseCause::Idle);
+            d.conn.close(CloseCause::Idle);
+            if !d.s.is_closed() {
+                d.close_request(now, CloseCause::Idle);
+            }
         }
         if step.action & 8 != 0 {
             let m = Mutation::RemoveUser {
@@ -1858,11 +1928,19 @@ pub fn admin_session(data: &[u8]) {
             d.state.apply(Some(b"root"), &m);
             users_fixed = false;
         }
-        d.feed(now, chunk);
+        if step.action & 16 != 0 {
+            d.fail_next = true;
+        }
+        let end = step.action & 1 != 0;
+        d.feed(now, chunk, end);
         fed.last_mut().expect("non-empty").extend_from_slice(chunk);
-        if step.action & 1 != 0 {
-            d.end_of_message(now);
+        if end {
             fed.push(Vec::new());
+        }
+        if let Some(cause) = d.conn.close_cause() {
+            if !d.s.is_closed() {
+                d.close_request(now, cause);
+            }
         }
         if step.action & 2 != 0 && !d.s.is_closed() {
             d.eof(now);
@@ -1871,8 +1949,10 @@ pub fn admin_session(data: &[u8]) {
     if opts.eof_at_end && !d.s.is_closed() {
         d.eof(now);
     }
-    let timed = d.finish();
-    admin_check_transcript(opts, &fed, &timed, false, users_fixed);
+    if opts.framing == Framing::Stream {
+        fed = vec![fed.concat()];
+    }
+    admin_check_transcript(opts, &fed, &d.t, false, users_fixed);
 }
 
 /// Fuzz body `admin_auth`: an [`AdminSession`]'s authentication (the RFC 1929 message shared
@@ -1882,7 +1962,7 @@ pub fn admin_session(data: &[u8]) {
 /// Checks the message codec as `socks5_userpass` does, then that the session answers `01 00`
 /// exactly for an administrator's right credentials, `01 02` for a bad version and `01 01`
 /// otherwise, answers nothing before the request is complete, and does so however the stream
-/// is cut.
+/// is cut (on SCTP also across one message per byte).
 pub fn admin_auth(data: &[u8]) {
     let Some((&sel, stream)) = data.split_first() else {
         return;
@@ -1897,6 +1977,16 @@ pub fn admin_auth(data: &[u8]) {
     admin_check_transcript(opts, &[stream.to_vec()], &whole, true, true);
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(whole, admin_frozen(opts, &[bytes]), "one read per byte");
+    if opts.framing == Framing::Message && stream.len() <= 4096 {
+        let mut messages: Vec<Vec<&[u8]>> = stream.chunks(1).map(|c| vec![c]).collect();
+        messages.push(Vec::new());
+        let t = admin_frozen(opts, &messages);
+        let owned_messages = owned(&messages);
+        let summary = admin_check_transcript(opts, &owned_messages, &t, true, true);
+        if !summary.unframable {
+            assert_eq!(whole, t, "one message per byte");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,48 +22,57 @@
 //! then read `poll_timeout` (the next deadline), and only then wait for more input or time.
 //! `Closed` events come after the last bytes to send, so "write, then close" never loses data.
 //!
-//! A blocking admin server for one connection, as a transport would write it (with a real
-//! runtime, the `read` becomes an `await` raced against a sleep until the deadline):
+//! A blocking admin server for one connection, as a driver would write it (with a real
+//! runtime, the `read` becomes an `await` raced against the close signal and a sleep until the
+//! deadline; see [`admin`] for the loop):
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
 //! use std::sync::Arc;
 //! use std::time::Instant;
 //!
-//! use bytes::BytesMut;
 //! use socks5d_core::admin::{AdminSession, Dialect, Event, Framing};
 //! use socks5d_core::state::{ConnKind, State};
 //!
-//! /// Serves one admin connection on `io`; `now` is the transport's clock.
+//! /// Serves one admin connection on `io`; `now` is the driver's clock.
 //! fn serve(
 //!     mut io: impl Read + Write,
 //!     state: &Arc<State>,
 //!     now: impl Fn() -> Instant,
 //! ) -> std::io::Result<()> {
 //!     let conn = state.open(ConnKind::Admin, now());
-//!     let mut session = AdminSession::new(now(), Dialect::Draft, Framing::Stream);
-//!     let mut input = BytesMut::with_capacity(4096);
+//!     let auth_timeout = state.settings().auth_timeout();
+//!     let mut session = AdminSession::new(now(), Dialect::Draft, Framing::Stream, auth_timeout);
+//!     let mut buf = [0u8; 4096];
 //!     loop {
 //!         // 1. bytes out
 //!         while let Some(bytes) = session.poll_transmit() {
 //!             io.write_all(&bytes)?;
 //!         }
-//!         // 2. events out
+//!         // 2. events out; a modification is applied (and would be stored) here
 //!         while let Some(event) = session.poll_event() {
-//!             if let Event::Closed { .. } = event {
-//!                 return Ok(());
+//!             match event {
+//!                 Event::Apply(m) => {
+//!                     let outcome = state.apply(conn.user().map(|u| &u[..]), &m);
+//!                     session.handle_apply_result(now(), outcome, &conn);
+//!                 }
+//!                 Event::Closed { .. } => return Ok(()),
+//!                 _ => {}
 //!             }
 //!         }
-//!         // 3. the next deadline (a runtime would sleep until it; see `handle_timeout`)
+//!         // 3. responses held back while output waited: serve them before reading
+//!         if !session.wants_input() {
+//!             session.handle_continue(now(), &conn);
+//!             continue;
+//!         }
+//!         // 4. the next deadline (a runtime would sleep until it; see `handle_timeout`)
 //!         let _deadline = session.poll_timeout();
-//!         // 4. more input
-//!         let mut buf = [0u8; 4096];
+//!         // 5. more input
 //!         let n = io.read(&mut buf)?;
 //!         if n == 0 {
 //!             session.handle_eof(now());
 //!         } else {
-//!             input.extend_from_slice(&buf[..n]);
-//!             session.handle_input(now(), &mut input, &conn);
+//!             session.handle_input(now(), &buf[..n], &conn);
 //!         }
 //!     }
 //! }

@@ -126,7 +126,7 @@ impl TestServer {
         for (name, password, privilege) in &setup.users {
             let m = Mutation::AddUser {
                 name: Bytes::from_static(name.as_bytes()),
-                password: Bytes::from_static(password.as_bytes()),
+                password: Bytes::from_static(password.as_bytes()).into(),
                 privilege: *privilege,
             };
             assert_eq!(state.apply(None, &m), Outcome::Applied, "adding {name}");

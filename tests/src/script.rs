@@ -1,6 +1,7 @@
 //! One administration session that sends every request of the protocol (12 queries, both CMD
-//! aliases of the two that have them, 7 modifications with every status a fresh server can
-//! give) with the answer the server must give, for the end-to-end tests over TCP and SCTP.
+//! aliases of the two that have them, the per-user count for a name that is no user and for
+//! the empty name, 7 modifications with every status a fresh server can give) with the answer
+//! the server must give, for the end-to-end tests over TCP and SCTP.
 //!
 //! The expected answers are written out by hand from the draft and PROTOCOL.md, not computed
 //! with the codec's own status table, so the tests check the server against the spec.
@@ -100,9 +101,23 @@ pub fn every_command(dialect: Dialect) -> Vec<(AdminRequest, AdminResponse)> {
             user_conns(Final, "alice"),
             value(ValueCmd::UserConnections(Final), 0),
         ),
+        // PROTOCOL.md: "for a name that is no user: count 0" in both dialects; "for an empty
+        // name (ULEN 0)": draft count 0, final query error `00 FE FE`.
         (
             user_conns(Draft, "nobody"),
-            AdminResponse::QueryError { status: 0xFE },
+            value(ValueCmd::UserConnections(Draft), 0),
+        ),
+        (
+            user_conns(Final, "nobody"),
+            value(ValueCmd::UserConnections(Final), 0),
+        ),
+        (
+            user_conns(dialect, ""),
+            if final_ {
+                AdminResponse::QueryError { status: 0xFE }
+            } else {
+                value(ValueCmd::UserConnections(Draft), 0)
+            },
         ),
         // Modifications, every status a fresh server can give.
         (add("carol", 0), status(ModifyCmd::AddUser, 0x00)),

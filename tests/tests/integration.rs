@@ -219,7 +219,7 @@ fn user_added_at_runtime_can_proxy(rt: Runtime) {
     assert!(peers::socks_connect(srv.socks, "bob", "pw", &ip(echo)).is_err());
     let add = Mutation::AddUser {
         name: Bytes::from_static(b"bob"),
-        password: Bytes::from_static(b"pw"),
+        password: Bytes::from_static(b"pw").into(),
         privilege: Privilege::User,
     };
     assert_eq!(srv.state.apply(Some(b"admin"), &add), Outcome::Applied);

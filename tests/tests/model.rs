@@ -1,8 +1,10 @@
 //! Reference-model test of the admin protocol (Firezone's reference state machine approach):
 //! random sequences of admin requests run against a plain model written from PROTOCOL.md
 //! (a list of users and the settings, nothing shared with `state.rs`) and against an
-//! authenticated `AdminSession` on a shared `State`; every response must be the model's, in
-//! both dialects, and the settings and users must agree at the end. Cases: `PROPTEST_CASES`
+//! authenticated `AdminSession` on a shared `State`, driven as the one driver does (every
+//! `Event::Apply` applied, some of them failed as a broken store would); every response must
+//! be the model's, in both dialects and both framings, and the settings and users must agree
+//! at the end. Cases: `PROPTEST_CASES`
 //! (default 256).
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use socks5d_core::admin::msg::{
     AdminRequest, AdminResponse, ListedUser, Modify, ModifyCmd, Query, ValueCmd,
 };
 use socks5d_core::admin::{AdminSession, Dialect, Event, Framing};
-use socks5d_core::state::{Config, ConnKind, Mutation, Privilege, State};
+use socks5d_core::state::{Config, ConnKind, Mutation, Outcome, Privilege, State};
 use socks5d_tests::strategies::*;
 
 /// The reference model: what PROTOCOL.md says the server holds.
@@ -87,6 +89,31 @@ impl Model {
         }
     }
 
+    /// Whether `req` is a modification the server hands to its driver to apply (every one
+    /// whose PRIVILEGE and ACTION bytes are in range: the others are answered at once).
+    fn goes_to_driver(req: &AdminRequest) -> bool {
+        match req {
+            AdminRequest::Query(_) => false,
+            AdminRequest::Modify(Modify::AddUser { privilege, .. }) => *privilege <= 1,
+            AdminRequest::Modify(Modify::SetSniffing(a) | Modify::SetCleanup(a)) => *a <= 1,
+            AdminRequest::Modify(
+                Modify::RemoveUser { .. }
+                | Modify::SetBufferSize(_)
+                | Modify::SetSelectorTimeout(_)
+                | Modify::SetConnectionTimeout(_),
+            ) => true,
+        }
+    }
+
+    /// The response to `req` when the driver could not make it durable: General Server
+    /// Error, nothing changes.
+    fn failed(req: &AdminRequest) -> AdminResponse {
+        let AdminRequest::Modify(m) = req else {
+            unreachable!("only modifications go to the driver")
+        };
+        Self::status(m.cmd(), 0xFF)
+    }
+
     /// The response PROTOCOL.md prescribes, applying the request to the model.
     fn respond(&mut self, req: &AdminRequest) -> AdminResponse {
         let value = |cmd: ValueCmd, value: u64| AdminResponse::Value { cmd, value };
@@ -121,11 +148,16 @@ impl Model {
                     ValueCmd::ConnectionTimeout(*d),
                     u64::from(self.connection_timeout),
                 ),
-                // Not a user: the final revision's query error, invalid parameter.
-                Query::UserConnections { cmd, name } => match self.find(name) {
-                    Some(_) => value(ValueCmd::UserConnections(*cmd), 0),
-                    None => AdminResponse::QueryError { status: 0xFE },
-                },
+                // "for a name that is no user: count 0" (both dialects); "for an empty name
+                // (ULEN 0)": final `00 FE FE`, draft count 0. No SOCKS connection here, so
+                // every user's count is 0 too.
+                Query::UserConnections { cmd, name } => {
+                    if name.is_empty() && self.dialect == Dialect::Final {
+                        AdminResponse::QueryError { status: 0xFE }
+                    } else {
+                        value(ValueCmd::UserConnections(*cmd), 0)
+                    }
+                }
             },
             AdminRequest::Modify(m) => match m {
                 Modify::AddUser {
@@ -207,16 +239,24 @@ impl Model {
     }
 }
 
-/// Runs `requests` through an authenticated session (pipelined in `reads` reads) and the
-/// model, comparing every response, the `Applied` events, and the final state.
+/// Runs `requests` through an authenticated session (pipelined in `reads` reads, each an SCTP
+/// message with `Framing::Message`) and the model, comparing every response, the `Apply` and
+/// `Applied` events, and the final state. The driver answers every `fail_every`-th Apply
+/// (counting from 1; never if 0) with `Outcome::Failed`, as a failing store would.
 #[allow(clippy::disallowed_methods)] // one epoch per run; the session only sees it as input
-fn check(dialect: Dialect, requests: &[AdminRequest], reads: usize) -> Result<(), TestCaseError> {
+fn check(
+    dialect: Dialect,
+    framing: Framing,
+    requests: &[AdminRequest],
+    reads: usize,
+    fail_every: usize,
+) -> Result<(), TestCaseError> {
     let t0 = Instant::now();
     let state = Arc::new(State::new(t0, &Config::default()));
     for (n, p, admin) in INITIAL {
         let m = Mutation::AddUser {
             name: Bytes::from_static(n.as_bytes()),
-            password: Bytes::from_static(p.as_bytes()),
+            password: p.into(),
             privilege: if admin {
                 Privilege::Admin
             } else {
@@ -226,37 +266,63 @@ fn check(dialect: Dialect, requests: &[AdminRequest], reads: usize) -> Result<()
         state.apply(None, &m);
     }
     let conn = state.open(ConnKind::Admin, t0);
-    let mut s = AdminSession::new(t0, dialect, Framing::Stream);
+    let timeout = state.settings().auth_timeout();
+    let mut s = AdminSession::new(t0, dialect, framing, timeout);
     let mut wire = BytesMut::from(&b"\x01\x05admin\x06secret"[..]);
     for r in requests {
         r.encode(&mut wire);
     }
     let mut out = BytesMut::new();
     let mut events = Vec::new();
-    let mut input = BytesMut::new();
+    let mut applies = 0;
     let step = wire.len().div_ceil(reads.max(1));
     for chunk in wire.chunks(step) {
-        input.extend_from_slice(chunk);
+        s.handle_message(t0, chunk, true, &conn);
+        // The driver loop: drain, answer each Apply, continue while no input is wanted.
         loop {
-            let before = input.len();
-            s.handle_input(t0, &mut input, &conn);
             while let Some(b) = s.poll_transmit() {
                 out.extend_from_slice(&b);
             }
+            let mut answered = false;
             while let Some(e) = s.poll_event() {
+                if let Event::Apply(m) = &e {
+                    applies += 1;
+                    let outcome = if fail_every != 0 && applies % fail_every == 0 {
+                        Outcome::Failed
+                    } else {
+                        state.apply(Some(b"admin"), m)
+                    };
+                    events.push(e);
+                    s.handle_apply_result(t0, outcome, &conn);
+                    answered = true;
+                    break;
+                }
                 events.push(e);
             }
-            if input.len() == before || input.is_empty() {
+            if answered {
+                continue;
+            }
+            if s.wants_input() || s.is_closed() {
                 break;
             }
+            s.handle_continue(t0, &conn);
         }
     }
     prop_assert_eq!(&out[..2], b"\x01\x00", "authentication");
     let _ = out.split_to(2);
     let mut model = Model::new(dialect);
-    let mut applied = 0;
+    let (mut applied, mut to_driver) = (0, 0);
     for (i, req) in requests.iter().enumerate() {
-        let want = model.respond(req);
+        let want = if Model::goes_to_driver(req) {
+            to_driver += 1;
+            if fail_every != 0 && to_driver % fail_every == 0 {
+                Model::failed(req)
+            } else {
+                model.respond(req)
+            }
+        } else {
+            model.respond(req)
+        };
         let got = AdminResponse::decode(&mut out, dialect, req);
         prop_assert_eq!(
             got,
@@ -271,11 +337,9 @@ fn check(dialect: Dialect, requests: &[AdminRequest], reads: usize) -> Result<()
         }
     }
     prop_assert!(out.is_empty(), "responses to nothing: {:02x?}", &out[..]);
-    let n_applied = events
-        .iter()
-        .filter(|e| matches!(e, Event::Applied(_)))
-        .count();
-    prop_assert_eq!(n_applied, applied);
+    let count = |f: fn(&Event) -> bool| events.iter().filter(|e| f(e)).count();
+    prop_assert_eq!(count(|e| matches!(e, Event::Apply(_))), to_driver);
+    prop_assert_eq!(count(|e| matches!(e, Event::Applied(_))), applied);
     prop_assert!(!s.is_closed());
     // The state ends where the model does.
     let settings = state.settings().snapshot();
@@ -323,10 +387,12 @@ proptest! {
     #[test]
     fn admin_session_agrees_with_model(
         dialect in arb_dialect(),
+        framing in prop_oneof![Just(Framing::Stream), Just(Framing::Message)],
         requests in vec(arb_admin_request(), 0..48),
         reads in 1usize..6,
+        fail_every in prop_oneof![3 => Just(0usize), 1 => 1usize..5],
     ) {
-        check(dialect, &requests, reads)?;
+        check(dialect, framing, &requests, reads, fail_every)?;
     }
 }
 
@@ -348,7 +414,7 @@ fn user_table_fills_at_255() {
             name: Bytes::from_static(b"user0"),
         }));
         requests.push(AdminRequest::Query(Query::ListUsers));
-        check(dialect, &requests, 3).unwrap();
+        check(dialect, Framing::Stream, &requests, 3, 0).unwrap();
     }
 }
 
@@ -372,6 +438,7 @@ fn last_admin_and_self_cannot_be_removed() {
             rm("bob"),
             rm("bob"),
         ];
-        check(dialect, &requests, 1).unwrap();
+        check(dialect, Framing::Stream, &requests, 1, 0).unwrap();
+        check(dialect, Framing::Message, &requests, 5, 2).unwrap();
     }
 }

@@ -5,7 +5,8 @@
 use bytes::BytesMut;
 use proptest::prelude::*;
 use socks5d_core::admin::msg::{
-    AdminRequest, AdminResponse, ListedUser, Modify, ModifyCmd, Query, RequestType, ValueCmd,
+    AdminRequest, AdminResponse, Args, Command, ListedUser, Modify, ModifyCmd, Query, RequestType,
+    ValueCmd,
 };
 use socks5d_core::admin::Dialect;
 use socks5d_core::socks5::{Greeting, MethodSelection, Reply, Request};
@@ -125,19 +126,26 @@ fn answered(resp: &AdminResponse) -> AdminRequest {
             AdminRequest::decode(&mut b).unwrap().unwrap()
         }
         AdminResponse::Status { cmd, .. } => {
-            let mut b = BytesMut::from(&[1u8, *cmd as u8][..]);
+            let mut b = BytesMut::from(&[1u8, cmd.cmd()][..]);
             b.extend_from_slice(match cmd {
                 ModifyCmd::AddUser => b"\x01u\x01p\x00",
                 ModifyCmd::RemoveUser => b"\x01u",
                 ModifyCmd::SetBufferSize => b"\x00\x00\x00\x32",
-                _ => b"\x01",
+                ModifyCmd::SetSniffing
+                | ModifyCmd::SetCleanup
+                | ModifyCmd::SetSelectorTimeout
+                | ModifyCmd::SetConnectionTimeout => b"\x01",
             });
             AdminRequest::decode(&mut b).unwrap().unwrap()
         }
         AdminResponse::InvalidCommand {
             ty: RequestType::Modify,
         } => AdminRequest::Modify(Modify::SetCleanup(1)),
-        _ => AdminRequest::Query(Query::BufferSize),
+        AdminResponse::InvalidType
+        | AdminResponse::InvalidCommand {
+            ty: RequestType::Query,
+        }
+        | AdminResponse::QueryError { .. } => AdminRequest::Query(Query::BufferSize),
     }
 }
 
@@ -145,6 +153,7 @@ fn answered(resp: &AdminResponse) -> AdminRequest {
 fn on_wire(resp: &AdminResponse, dialect: Dialect) -> AdminResponse {
     match resp {
         AdminResponse::Value { cmd, value } => {
+            // Written from the PROTOCOL.md widths, not with `ValueCmd::max_value`.
             let bits = 8 * cmd.width(dialect) as u32;
             let max = u64::MAX >> (64 - bits);
             AdminResponse::Value {
@@ -212,6 +221,29 @@ proptest! {
             }
             Ok(None) | Err(_) => prop_assert_eq!(&b[..], &bytes[..]),
         }
+    }
+}
+
+/// Every entry of the command table frames, decodes to a request using exactly that
+/// (TYPE, CMD) pair, and re-encodes to the same bytes.
+#[test]
+fn admin_every_command_of_the_table() {
+    for &c in Command::ALL {
+        let mut wire = vec![c.request_type() as u8, c.cmd()];
+        wire.extend_from_slice(match c.args() {
+            Args::None => &b""[..],
+            Args::Name => b"\x03bob",
+            Args::AddUser => b"\x03bob\x02pw\x01",
+            Args::Byte => b"\x01",
+            Args::U32 => b"\x00\x00\x40\x00",
+        });
+        let mut b = BytesMut::from(&wire[..]);
+        let req = AdminRequest::decode(&mut b).unwrap().unwrap();
+        assert!(b.is_empty(), "{c:?}");
+        assert_eq!(req.command(), c);
+        let mut out = BytesMut::new();
+        req.encode(&mut out);
+        assert_eq!(&out[..], &wire[..], "{c:?}");
     }
 }
 

@@ -5,7 +5,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::msg::*;
 use super::*;
-use crate::state::{Config, ConnKind, State, MAX_USERS};
+use crate::error::{CloseReason, DecodeError, ProtocolError};
+use crate::state::{
+    CloseCause, Config, ConnKind, Connection, Mutation, Outcome, Privilege, Secret, State,
+    HANDSHAKE_TIMEOUT, MAX_USERS,
+};
 
 use Dialect::{Draft, Final};
 
@@ -529,11 +533,93 @@ fn status_table_of_both_dialects() {
         (C::SetSelectorTimeout, O::InvalidParameter, 0x01, 0x01),
         (C::SetConnectionTimeout, O::InvalidParameter, 0x01, 0x01),
         (C::SetConnectionTimeout, O::NameTaken, 0xff, 0xff),
+        // Outcome::Failed (the driver could not make the change durable): 0xFF everywhere.
+        (C::AddUser, O::Failed, 0xff, 0xff),
+        (C::RemoveUser, O::Failed, 0xff, 0xff),
+        (C::SetSniffing, O::Failed, 0xff, 0xff),
+        (C::SetBufferSize, O::Failed, 0xff, 0xff),
+        (C::SetConnectionTimeout, O::Failed, 0xff, 0xff),
     ];
     for (cmd, outcome, draft, fin) in rows {
         assert_eq!(cmd.status(Draft, outcome), draft, "{cmd:?} {outcome:?}");
         assert_eq!(cmd.status(Final, outcome), fin, "{cmd:?} {outcome:?}");
     }
+}
+
+#[test]
+fn modify_status_outcome_round_trip() {
+    use crate::state::Outcome as O;
+    let cmds = [
+        ModifyCmd::AddUser,
+        ModifyCmd::RemoveUser,
+        ModifyCmd::SetSniffing,
+        ModifyCmd::SetCleanup,
+        ModifyCmd::SetBufferSize,
+        ModifyCmd::SetSelectorTimeout,
+        ModifyCmd::SetConnectionTimeout,
+    ];
+    let outcomes = [
+        O::Applied,
+        O::NameTaken,
+        O::NoSuchUser,
+        O::TooManyUsers,
+        O::InvalidParameter,
+        O::Failed,
+    ];
+    for dialect in [Draft, Final] {
+        for cmd in cmds {
+            assert_eq!(cmd.command().request_type(), RequestType::Modify);
+            for outcome in outcomes {
+                let possible = match outcome {
+                    O::Applied | O::InvalidParameter | O::Failed => true,
+                    O::NameTaken | O::TooManyUsers => cmd == ModifyCmd::AddUser,
+                    O::NoSuchUser => cmd == ModifyCmd::RemoveUser,
+                };
+                let status = cmd.status(dialect, outcome);
+                let back = cmd.outcome(dialect, status);
+                if !possible {
+                    // Outcomes a command cannot have are sent as General Server Error.
+                    assert_eq!(status, 0xFF, "{cmd:?} {outcome:?} {dialect:?}");
+                    continue;
+                }
+                // The draft's 0xFF is both "255 users already" and General Server Error.
+                let ambiguous = status == 0xFF
+                    && dialect == Draft
+                    && matches!(
+                        cmd,
+                        ModifyCmd::AddUser | ModifyCmd::SetSniffing | ModifyCmd::SetCleanup
+                    );
+                if !ambiguous {
+                    assert_eq!(back, Some(outcome), "{cmd:?} {outcome:?} {dialect:?}");
+                }
+            }
+            assert_eq!(cmd.outcome(dialect, 0x77), None);
+        }
+    }
+    assert_eq!(ModifyCmd::AddUser.outcome(Final, 0xFF), Some(O::Failed));
+    assert_eq!(
+        ModifyCmd::AddUser.outcome(Draft, 0xFF),
+        Some(O::TooManyUsers)
+    );
+    assert_eq!(ModifyCmd::AddUser.outcome(Draft, 0xFE), None);
+    assert_eq!(
+        ModifyCmd::SetBufferSize.outcome(Draft, 0xFF),
+        Some(O::Failed)
+    );
+}
+
+#[test]
+fn modify_debug_hides_the_password() {
+    let m = Modify::AddUser {
+        name: b(b"u"),
+        password: b(b"topsecret"),
+        privilege: 0,
+    };
+    let shown = format!("{m:?} {:?}", AdminRequest::Modify(m.clone()));
+    assert!(!shown.contains("topsecret"), "{shown}");
+    assert!(shown.contains("\"u\""), "{shown}");
+    let mutation = m.to_mutation().unwrap();
+    assert!(!format!("{mutation:?}").contains("topsecret"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,38 +630,102 @@ struct Fx {
     state: Arc<State>,
     conn: Connection,
     s: AdminSession,
+    /// Outcome reported for the next Apply instead of applying it (a failing store).
+    fail_next: bool,
 }
 
 fn add(state: &State, name: &str, pass: &str, privilege: Privilege) {
     let m = Mutation::AddUser {
         name: b(name.as_bytes()),
-        password: b(pass.as_bytes()),
+        password: Secret::new(b(pass.as_bytes())),
         privilege,
     };
     assert_eq!(state.apply(None, &m), Outcome::Applied);
 }
 
-fn fx(dialect: Dialect, framing: Framing) -> Fx {
+fn fx_with(dialect: Dialect, framing: Framing, config: &Config) -> Fx {
     let t0 = t0();
-    let state = Arc::new(State::new(t0, &Config::default()));
+    let state = Arc::new(State::new(t0, config));
     add(&state, "admin", "pw", Privilege::Admin);
     add(&state, "bob", "hunter2", Privilege::User);
     let conn = state.open(ConnKind::Admin, t0);
-    let s = AdminSession::new(t0, dialect, framing);
-    Fx { t0, state, conn, s }
+    let s = AdminSession::new(t0, dialect, framing, state.settings().auth_timeout());
+    Fx {
+        t0,
+        state,
+        conn,
+        s,
+        fail_next: false,
+    }
+}
+
+fn fx(dialect: Dialect, framing: Framing) -> Fx {
+    fx_with(dialect, framing, &Config::default())
 }
 
 const AUTH: &[u8] = b"\x01\x05admin\x02pw";
 
 impl Fx {
-    fn input(&mut self, bytes: &[u8]) -> BytesMut {
-        let mut input = BytesMut::from(bytes);
-        self.s.handle_input(self.t0, &mut input, &self.conn);
-        input
+    fn input(&mut self, bytes: &[u8]) {
+        self.s.handle_input(self.t0, bytes, &self.conn);
     }
 
-    /// Drains per the contract: every transmit item, then every event.
+    fn message(&mut self, bytes: &[u8], end: bool) {
+        self.s.handle_message(self.t0, bytes, end, &self.conn);
+    }
+
+    /// Answers an Apply as a driver would: applies it as the session's user (or fails it).
+    fn apply(&mut self, m: &Mutation) {
+        let outcome = if std::mem::take(&mut self.fail_next) {
+            Outcome::Failed
+        } else {
+            self.state.apply(self.conn.user().map(|u| &u[..]), m)
+        };
+        self.s.handle_apply_result(self.t0, outcome, &self.conn);
+    }
+
+    /// Drains like the driver loop: every transmit item, then every event (answering each
+    /// Apply at once), then `handle_continue` while the session wants no input. Fails on a
+    /// spin (no progress while not wanting input).
     fn drain(&mut self) -> (Vec<Bytes>, Vec<Event>) {
+        let mut tx = Vec::new();
+        let mut ev = Vec::new();
+        loop {
+            let before = (tx.len(), ev.len());
+            while let Some(b) = self.s.poll_transmit() {
+                assert!(!b.is_empty());
+                tx.push(b);
+            }
+            let mut answered = false;
+            while let Some(e) = self.s.poll_event() {
+                if let Event::Apply(m) = &e {
+                    let m = m.clone();
+                    ev.push(e);
+                    self.apply(&m);
+                    answered = true;
+                    break;
+                }
+                ev.push(e);
+            }
+            if answered {
+                continue;
+            }
+            if self.s.wants_input() || self.s.is_closed() {
+                return (tx, ev);
+            }
+            let progressed = (tx.len(), ev.len()) != before;
+            self.s.handle_continue(self.t0, &self.conn);
+            let more = self.s.poll_transmit();
+            assert!(
+                progressed || more.is_some() || self.s.wants_input() || self.s.is_closed(),
+                "spin: no progress and no input wanted"
+            );
+            tx.extend(more);
+        }
+    }
+
+    /// Polls without answering Applies.
+    fn poll_raw(&mut self) -> (Vec<Bytes>, Vec<Event>) {
         let tx = std::iter::from_fn(|| self.s.poll_transmit()).collect();
         let ev = std::iter::from_fn(|| self.s.poll_event()).collect();
         (tx, ev)
@@ -587,7 +737,7 @@ impl Fx {
 
     fn authed(dialect: Dialect, framing: Framing) -> Self {
         let mut f = fx(dialect, framing);
-        assert!(f.input(AUTH).is_empty());
+        f.input(AUTH);
         let (tx, ev) = f.drain();
         assert_eq!(tx.concat(), b"\x01\x00");
         assert_eq!(ev, vec![Event::Authenticated { user: b(b"admin") }]);
@@ -596,9 +746,10 @@ impl Fx {
 
     /// Sends one request and returns the one response.
     fn ask(&mut self, req: &[u8]) -> Vec<u8> {
-        let rest = self.input(req);
-        assert!(rest.is_empty());
-        self.drain_bytes()
+        self.input(req);
+        let out = self.drain_bytes();
+        assert!(self.s.wants_input(), "the request was served completely");
+        out
     }
 }
 
@@ -606,58 +757,66 @@ fn closed(reason: CloseReason) -> Event {
     Event::Closed { reason }
 }
 
+fn apply_applied(m: Mutation) -> [Event; 2] {
+    [Event::Apply(m.clone()), Event::Applied(m)]
+}
+
 #[test]
 fn auth_success_then_pipelined_requests_are_served() {
     for framing in [Framing::Stream, Framing::Message] {
         let mut f = fx(Draft, framing);
         let mut wire = AUTH.to_vec();
-        wire.extend_from_slice(b"\x00\x07\x00\x09\x01\x05\x02");
-        assert!(f.input(&wire).is_empty());
+        wire.extend_from_slice(b"\x00\x07\x00\x09\x01\x05\x02\x00\x09");
+        f.input(&wire);
         let (tx, ev) = f.drain();
-        assert_eq!(tx.concat(), b"\x01\x00\x00\x07\x02\x00\x09\x05\x01\x05\x00");
-        if framing == Framing::Message {
-            assert_eq!(tx.len(), 4, "one response per poll_transmit");
-        }
         assert_eq!(
-            ev,
-            vec![
-                Event::Authenticated { user: b(b"admin") },
-                Event::Applied(Mutation::SetSelectorTimeout(2)),
-            ]
+            tx.concat(),
+            b"\x01\x00\x00\x07\x02\x00\x09\x05\x01\x05\x00\x00\x09\x02"
         );
+        if framing == Framing::Message {
+            assert_eq!(tx.len(), 5, "one response per poll_transmit");
+        }
+        let mut want = vec![Event::Authenticated { user: b(b"admin") }];
+        want.extend(apply_applied(Mutation::SetSelectorTimeout(2)));
+        assert_eq!(ev, want);
         assert_eq!(f.state.settings().selector_timeout(), 2);
         assert_eq!(f.s.poll_timeout(), None, "no deadline once authenticated");
-        assert!(!f.s.is_closed());
+        assert!(!f.s.is_closed() && f.s.wants_input());
     }
 }
 
 #[test]
 fn every_auth_failure_gets_the_same_answer() {
-    let cases: &[&[u8]] = &[
-        b"\x01\x05admin\x02px",          // wrong password
-        b"\x01\x03eve\x02pw",            // unknown user
-        b"\x01\x03bob\x07hunter2",       // not an administrator
-        b"\x01\x00\x02pw",               // ULEN 0
-        b"\x01\x05admin\x00",            // PLEN 0
-        b"\x01\x05admin\x03pwx\x00\x07", // wrong password, then a pipelined request
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"\x01\x05admin\x02px", b"admin"),          // wrong password
+        (b"\x01\x03eve\x02pw", b"eve"),              // unknown user
+        (b"\x01\x03bob\x07hunter2", b"bob"),         // not an administrator
+        (b"\x01\x00\x02pw", b""),                    // ULEN 0
+        (b"\x01\x05admin\x00", b"admin"),            // PLEN 0
+        (b"\x01\x05admin\x03pwx\x00\x07", b"admin"), // wrong password, then a request
     ];
-    for wire in cases {
+    for (wire, user) in cases {
         let mut f = fx(Final, Framing::Stream);
-        assert!(
-            f.input(wire).is_empty(),
-            "bytes after a failed auth are ignored"
-        );
+        f.input(wire);
         let (tx, ev) = f.drain();
         assert_eq!(tx.concat(), b"\x01\x01", "{wire:02x?}");
         assert_eq!(
             ev,
-            vec![closed(CloseReason::Peer(ProtocolError::AuthFailed))]
+            vec![
+                Event::AuthFailed { user: b(user) },
+                closed(CloseReason::Peer(ProtocolError::AuthFailed))
+            ]
         );
-        assert!(f.s.is_closed());
+        assert!(!format!("{ev:?}").contains("px"), "no password in events");
+        assert!(f.s.is_closed() && !f.s.wants_input());
         assert_eq!(f.s.poll_timeout(), None);
         assert!(f.conn.user().is_none());
-        assert!(f.input(b"\x00\x07").is_empty());
-        assert_eq!(f.drain(), (vec![], vec![]));
+        f.input(b"\x00\x07");
+        assert_eq!(
+            f.drain(),
+            (vec![], vec![]),
+            "bytes after a failed auth are ignored"
+        );
     }
 }
 
@@ -665,7 +824,7 @@ fn every_auth_failure_gets_the_same_answer() {
 fn auth_bad_version() {
     for framing in [Framing::Stream, Framing::Message] {
         let mut f = fx(Draft, framing);
-        assert!(f.input(b"\x05\x01\x00").is_empty());
+        f.input(b"\x05\x01\x00");
         let (tx, ev) = f.drain();
         assert_eq!(tx.concat(), b"\x01\x02");
         assert_eq!(
@@ -678,11 +837,25 @@ fn auth_bad_version() {
 }
 
 #[test]
+fn auth_one_byte_per_sctp_message() {
+    let mut f = fx(Final, Framing::Message);
+    let mut wire = AUTH.to_vec();
+    wire.extend_from_slice(b"\x00\x07");
+    for byte in wire.chunks(1) {
+        f.message(byte, true);
+    }
+    let (tx, ev) = f.drain();
+    assert_eq!(tx, vec![b(b"\x01\x00"), b(b"\x00\x07\x02")]);
+    assert_eq!(ev, vec![Event::Authenticated { user: b(b"admin") }]);
+}
+
+#[test]
 fn handshake_timeout() {
     let mut f = fx(Draft, Framing::Stream);
     let deadline = f.t0 + HANDSHAKE_TIMEOUT;
     assert_eq!(f.s.poll_timeout(), Some(deadline));
-    assert!(!f.input(&AUTH[..4]).is_empty(), "partial auth waits");
+    f.input(&AUTH[..4]);
+    assert_eq!(f.drain(), (vec![], vec![]), "partial auth waits");
     f.s.handle_timeout(deadline - Duration::from_millis(1));
     assert_eq!(f.drain(), (vec![], vec![]));
     assert_eq!(f.s.poll_timeout(), Some(deadline));
@@ -694,13 +867,39 @@ fn handshake_timeout() {
     assert_eq!(f.s.poll_timeout(), None, "the deadline must not stay due");
     // Auth handed in after the deadline is not served.
     let mut g = fx(Draft, Framing::Stream);
-    let mut input = BytesMut::from(AUTH);
-    g.s.handle_input(g.t0 + HANDSHAKE_TIMEOUT, &mut input, &g.conn);
+    g.s.handle_input(g.t0 + HANDSHAKE_TIMEOUT, AUTH, &g.conn);
     assert_eq!(
         g.drain(),
         (vec![], vec![closed(CloseReason::HandshakeTimeout)])
     );
     assert!(g.conn.user().is_none());
+}
+
+#[test]
+fn auth_deadline_follows_a_short_connection_timeout() {
+    // `--connection-timeout 2`: a client dribbling a byte every 0.5 s is closed at 2 s.
+    let config = Config {
+        connection_timeout: 2,
+        ..Config::default()
+    };
+    let mut f = fx_with(Draft, Framing::Stream, &config);
+    let deadline = f.t0 + Duration::from_secs(2);
+    assert_eq!(f.s.poll_timeout(), Some(deadline));
+    for (i, byte) in AUTH.chunks(1).enumerate().take(4) {
+        let now = f.t0 + Duration::from_millis(500 * i as u64);
+        f.s.handle_input(now, byte, &f.conn);
+        assert_eq!(f.poll_raw(), (vec![], vec![]));
+        assert_eq!(
+            f.s.poll_timeout(),
+            Some(deadline),
+            "input does not extend it"
+        );
+    }
+    f.s.handle_input(deadline, &AUTH[4..], &f.conn);
+    assert_eq!(
+        f.drain(),
+        (vec![], vec![closed(CloseReason::HandshakeTimeout)])
+    );
 }
 
 #[test]
@@ -714,45 +913,78 @@ fn queries_read_the_state() {
         p1.record_sent(f.t0, 1000);
         p2.record_received(f.t0, 7);
         drop(p2);
-        let users_connected: &[u8] = match dialect {
-            Draft => b"\x00\x06\x00\x00\x00\x00\x00\x00\x00\x01",
-            Final => b"\x00\x06\x01",
-        };
-        let list: &[u8] = match dialect {
-            Draft => b"\x00\x00\x02\x05admin\x03bob",
-            Final => b"\x00\x00\x02\x05admin\x01\x03bob\x00",
-        };
-        let bob: &[u8] = match dialect {
-            Draft => b"\x00\x11\x01",
-            Final => b"\x00\x11\x00\x01",
+        let w = |draft: &'static [u8], final_: &'static [u8]| match dialect {
+            Draft => draft,
+            Final => final_,
         };
         let cases: &[(&[u8], &[u8])] = &[
-            (b"\x00\x00", list),
+            (
+                b"\x00\x00",
+                w(
+                    b"\x00\x00\x02\x05admin\x03bob",
+                    b"\x00\x00\x02\x05admin\x01\x03bob\x00",
+                ),
+            ),
             (b"\x00\x01", b"\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02"),
             (b"\x00\x02", b"\x00\x02\x00\x01"),
             (b"\x00\x03", b"\x00\x03\x00\x02"),
             (b"\x00\x04", b"\x00\x04\x00\x00\x00\x00\x00\x00\x03\xe8"),
             (b"\x00\x05", b"\x00\x05\x00\x00\x00\x00\x00\x00\x00\x07"),
-            (b"\x00\x06", users_connected),
+            (
+                b"\x00\x06",
+                w(b"\x00\x06\x00\x00\x00\x00\x00\x00\x00\x01", b"\x00\x06\x01"),
+            ),
             (b"\x00\x07", b"\x00\x07\x02"),
             (b"\x00\x08", b"\x00\x08\x00\x00\x40\x00"),
             (b"\x00\x09", b"\x00\x09\x05"),
             (b"\x00\x10", b"\x00\x10\x78"),
             (b"\x00\x0a", b"\x00\x0a\x78"),
-            (b"\x00\x11\x03bob", bob),
+            (b"\x00\x11\x03bob", w(b"\x00\x11\x01", b"\x00\x11\x00\x01")),
+            (b"\x00\x0b\x03bob", w(b"\x00\x0b\x01", b"\x00\x0b\x00\x01")),
             // Administration connections are not the user's proxy connections.
-            (b"\x00\x11\x05admin", &bob[..bob.len() - 1]),
-            (b"\x00\x0b\x03eve", b"\x00\xfe\xfe"),
-            (b"\x00\x11\x00", b"\x00\xfe\xfe"),
+            (
+                b"\x00\x11\x05admin",
+                w(b"\x00\x11\x00", b"\x00\x11\x00\x00"),
+            ),
         ];
         for (req, resp) in cases {
-            let mut resp = resp.to_vec();
-            if req.starts_with(b"\x00\x11\x05admin") {
-                resp.push(0);
-            }
-            assert_eq!(f.ask(req), resp, "{dialect:?} {req:02x?}");
+            assert_eq!(f.ask(req), *resp, "{dialect:?} {req:02x?}");
         }
         assert_eq!(f.drain().1, vec![], "queries change nothing");
+    }
+}
+
+#[test]
+fn user_connections_of_no_user_is_zero_in_both_widths() {
+    // PROTOCOL.md: "for a name that is no user: count 0", both dialects, both CMD aliases.
+    let cases: &[(Dialect, &[u8], &[u8])] = &[
+        (Draft, b"\x00\x11\x03eve", b"\x00\x11\x00"),
+        (Draft, b"\x00\x0b\x03eve", b"\x00\x0b\x00"),
+        (Final, b"\x00\x0b\x03eve", b"\x00\x0b\x00\x00"),
+        (Final, b"\x00\x11\x03eve", b"\x00\x11\x00\x00"),
+        // Not even a valid username: still no user.
+        (Draft, b"\x00\x11\x03a:b", b"\x00\x11\x00"),
+        (Final, b"\x00\x0b\x03a:b", b"\x00\x0b\x00\x00"),
+    ];
+    for (dialect, req, resp) in cases {
+        let mut f = Fx::authed(*dialect, Framing::Stream);
+        assert_eq!(f.ask(req), *resp, "{dialect:?} {req:02x?}");
+    }
+}
+
+#[test]
+fn user_connections_of_the_empty_name() {
+    // ULEN 0: final `00 FE FE`, draft count 0 (PROTOCOL.md).
+    let cases: &[(Dialect, &[u8], &[u8])] = &[
+        (Draft, b"\x00\x11\x00", b"\x00\x11\x00"),
+        (Draft, b"\x00\x0b\x00", b"\x00\x0b\x00"),
+        (Final, b"\x00\x0b\x00", b"\x00\xfe\xfe"),
+        (Final, b"\x00\x11\x00", b"\x00\xfe\xfe"),
+    ];
+    for (dialect, req, resp) in cases {
+        let mut f = Fx::authed(*dialect, Framing::Stream);
+        assert_eq!(f.ask(req), *resp, "{dialect:?} {req:02x?}");
+        assert!(!f.s.is_closed());
     }
 }
 
@@ -763,45 +995,49 @@ fn every_modification_status_is_reachable() {
         let bad = if dialect == Draft { 0x02 } else { 0xfe };
         let toggle_bad = if dialect == Draft { 0xff } else { 0xfe };
         let mut f = Fx::authed(dialect, Framing::Stream);
+        // (request, status, goes out as an Apply)
         let cases: &[(&[u8], u8, bool)] = &[
             (b"\x01\x00\x04carl\x02pw\x00", 0x00, true),
-            (b"\x01\x00\x04carl\x02pw\x00", 0x01, false),
-            (b"\x01\x00\x03a:b\x02pw\x00", bad, false),
-            (b"\x01\x00\x00\x02pw\x00", bad, false),
-            (b"\x01\x00\x04dave\x00\x00", bad, false),
+            (b"\x01\x00\x04carl\x02pw\x00", 0x01, true),
+            (b"\x01\x00\x03a:b\x02pw\x00", bad, true),
+            (b"\x01\x00\x00\x02pw\x00", bad, true),
+            (b"\x01\x00\x04dave\x00\x00", bad, true),
             (b"\x01\x00\x04dave\x02pw\x02", bad, false), // PRIVILEGE 2
             (b"\x01\x01\x04carl", 0x00, true),
-            (b"\x01\x01\x04carl", 0x01, false),
-            (b"\x01\x01\x05admin", bad, false), // yourself (and the last administrator)
-            (b"\x01\x01\x00", bad, false),
+            (b"\x01\x01\x04carl", 0x01, true),
+            (b"\x01\x01\x05admin", bad, true), // yourself (and the last administrator)
+            (b"\x01\x01\x00", bad, true),
             (b"\x01\x02\x00", 0x00, true),
             (b"\x01\x02\x01", 0x00, true),
             (b"\x01\x02\x02", toggle_bad, false),
             (b"\x01\x03\x00", 0x00, true),
             (b"\x01\x03\xff", toggle_bad, false),
             (b"\x01\x04\x00\x00\x00\x32", 0x00, true), // 50
-            (b"\x01\x04\x00\x00\x00\x31", 0x01, false),
-            (b"\x01\x04\x00\x00\x00\x00", 0x01, false),
-            (b"\x01\x04\x00\x10\x00\x01", 0x01, false), // 1 MiB + 1
+            (b"\x01\x04\x00\x00\x00\x31", 0x01, true),
+            (b"\x01\x04\x00\x00\x00\x00", 0x01, true),
+            (b"\x01\x04\x00\x10\x00\x01", 0x01, true), // 1 MiB + 1
             (b"\x01\x05\x01", 0x00, true),
-            (b"\x01\x05\x00", 0x01, false),
+            (b"\x01\x05\x00", 0x01, true),
             (b"\x01\x06\xff", 0x00, true),
-            (b"\x01\x06\x00", 0x01, false),
+            (b"\x01\x06\x00", 0x01, true),
         ];
-        for &(req, status, applied) in cases {
-            assert!(f.input(req).is_empty());
+        for &(req, status, apply) in cases {
+            f.input(req);
             let (tx, ev) = f.drain();
             assert_eq!(
                 tx.concat(),
                 [req[0], req[1], status],
                 "{dialect:?} {req:02x?}"
             );
+            let applies = ev.iter().filter(|e| matches!(e, Event::Apply(_))).count();
+            let applied = ev.iter().filter(|e| matches!(e, Event::Applied(_))).count();
             assert_eq!(
-                matches!(ev.as_slice(), [Event::Applied(_)]),
-                applied,
+                applies,
+                usize::from(apply),
                 "{dialect:?} {req:02x?}: {ev:?}"
             );
-            assert!(applied || ev.is_empty());
+            assert_eq!(applied, usize::from(status == 0), "{dialect:?} {req:02x?}");
+            assert_eq!(ev.len(), applies + applied);
         }
         let s = f.state.settings().snapshot();
         assert_eq!(
@@ -828,7 +1064,78 @@ fn add_user_when_full() {
             add(&f.state, &format!("u{i}"), "pw", Privilege::User);
         }
         assert_eq!(f.ask(b"\x01\x00\x04carl\x02pw\x00"), [1, 0, full]);
-        assert_eq!(f.drain().1, vec![]);
+    }
+}
+
+#[test]
+fn apply_holds_later_requests_until_its_result() {
+    for framing in [Framing::Stream, Framing::Message] {
+        let mut f = Fx::authed(Final, framing);
+        // Add User, then List Users and User Count behind it, in one read.
+        f.input(b"\x01\x00\x04carl\x02pw\x00\x00\x00\x00\x07");
+        let (tx, ev) = f.poll_raw();
+        assert!(tx.is_empty(), "nothing answered before the result");
+        let m = Mutation::AddUser {
+            name: b(b"carl"),
+            password: Secret::from("pw"),
+            privilege: Privilege::User,
+        };
+        assert_eq!(ev, vec![Event::Apply(m.clone())]);
+        assert!(!f.s.wants_input(), "no input while an Apply is pending");
+        // More input meanwhile is buffered, not served.
+        f.input(b"\x00\x07");
+        assert_eq!(f.poll_raw(), (vec![], vec![]));
+        assert_eq!(
+            f.state.user_count(),
+            2,
+            "the session applies nothing itself"
+        );
+        // The driver applies it; only then are the queries answered, and they see carl.
+        assert_eq!(f.state.apply(Some(b"admin"), &m), Outcome::Applied);
+        f.s.handle_apply_result(f.t0, Outcome::Applied, &f.conn);
+        let (tx, ev) = f.poll_raw();
+        assert_eq!(
+            tx.concat(),
+            [
+                &b"\x01\x00\x00"[..],
+                b"\x00\x00\x03\x05admin\x01\x03bob\x00\x04carl\x00",
+                b"\x00\x07\x03",
+                b"\x00\x07\x03"
+            ]
+            .concat()
+        );
+        assert_eq!(ev, vec![Event::Applied(m)]);
+        assert!(f.s.wants_input());
+        // A result without a pending Apply changes nothing.
+        f.s.handle_apply_result(f.t0, Outcome::Applied, &f.conn);
+        assert_eq!(f.poll_raw(), (vec![], vec![]));
+    }
+}
+
+#[test]
+fn failed_outcome_answers_ff_and_changes_nothing() {
+    for dialect in [Draft, Final] {
+        let mut f = Fx::authed(dialect, Framing::Stream);
+        for req in [
+            &b"\x01\x00\x04carl\x02pw\x00"[..],
+            b"\x01\x01\x03bob",
+            b"\x01\x02\x00",
+            b"\x01\x04\x00\x00\x10\x00",
+            b"\x01\x06\x07",
+        ] {
+            f.fail_next = true;
+            f.input(req);
+            let (tx, ev) = f.drain();
+            assert_eq!(
+                tx.concat(),
+                [req[0], req[1], 0xff],
+                "{dialect:?} {req:02x?}"
+            );
+            assert!(matches!(ev.as_slice(), [Event::Apply(_)]), "{ev:?}");
+        }
+        assert_eq!(f.state.user_count(), 2);
+        assert_eq!(f.state.settings().snapshot(), Config::default());
+        assert_eq!(f.ask(b"\x00\x07"), b"\x00\x07\x02");
     }
 }
 
@@ -839,54 +1146,102 @@ fn removing_a_user_closes_its_connections() {
     let proxy = f.state.open(ConnKind::Proxy, f.t0);
     assert!(proxy.authenticate(b"bob", b"hunter2", Privilege::User));
     // A second administration session, of "root".
+    let conn = f.state.open(ConnKind::Admin, f.t0);
     let mut g = Fx {
         t0: f.t0,
         state: f.state.clone(),
-        conn: f.state.open(ConnKind::Admin, f.t0),
-        s: AdminSession::new(f.t0, Draft, Framing::Stream),
+        s: AdminSession::new(f.t0, Draft, Framing::Stream, HANDSHAKE_TIMEOUT),
+        conn,
+        fail_next: false,
     };
-    assert!(g.input(b"\x01\x04root\x02pw").is_empty());
+    g.input(b"\x01\x04root\x02pw");
     assert_eq!(g.drain_bytes(), b"\x01\x00");
 
-    assert!(f.input(b"\x01\x01\x03bob\x01\x01\x04root").is_empty());
+    f.input(b"\x01\x01\x03bob\x01\x01\x04root");
     let (tx, ev) = f.drain();
     assert_eq!(tx.concat(), b"\x01\x01\x00\x01\x01\x00");
-    assert_eq!(
-        ev,
-        vec![
-            Event::Applied(Mutation::RemoveUser { name: b(b"bob") }),
-            Event::Applied(Mutation::RemoveUser { name: b(b"root") }),
-        ]
-    );
+    let mut want = apply_applied(Mutation::RemoveUser { name: b(b"bob") }).to_vec();
+    want.extend(apply_applied(Mutation::RemoveUser { name: b(b"root") }));
+    assert_eq!(ev, want);
     assert_eq!(proxy.close_cause(), Some(CloseCause::UserRemoved));
     assert_eq!(f.state.user_count(), 1);
-    // root's pipelined requests are no longer served.
-    assert!(g.input(b"\x00\x07\x01\x02\x00").is_empty());
+    // root's pipelined requests are no longer served, even before its driver passes the
+    // close request on.
+    g.input(b"\x00\x07\x01\x02\x00");
     assert_eq!(g.drain(), (vec![], vec![closed(CloseReason::UserRemoved)]));
     assert!(f.state.settings().sniffing());
 }
 
 #[test]
+fn close_request_drops_unserved_input() {
+    for (cause, reason) in [
+        (CloseCause::UserRemoved, CloseReason::UserRemoved),
+        (CloseCause::Idle, CloseReason::IdleTimeout),
+        (CloseCause::Shutdown, CloseReason::Done),
+    ] {
+        // Responses already produced are delivered; the partial request is dropped.
+        let mut f = Fx::authed(Draft, Framing::Stream);
+        f.input(b"\x00\x07\x00");
+        f.s.handle_close_request(f.t0, cause);
+        assert_eq!(f.s.poll_event(), None, "responses first");
+        let (tx, ev) = f.drain();
+        assert_eq!(tx.concat(), b"\x00\x07\x02");
+        assert_eq!(ev, vec![closed(reason.clone())]);
+        assert!(f.s.is_closed() && !f.s.wants_input());
+        f.input(b"\x07");
+        f.s.handle_close_request(f.t0, cause);
+        assert_eq!(f.drain(), (vec![], vec![]), "closed once");
+
+        // Before authentication.
+        let mut g = fx(Final, Framing::Message);
+        g.input(&AUTH[..3]);
+        g.s.handle_close_request(g.t0, cause);
+        assert_eq!(g.drain(), (vec![], vec![closed(reason.clone())]));
+        assert_eq!(g.s.poll_timeout(), None);
+
+        // With an Apply pending: its result is still answered, then Closed; the held
+        // requests behind it are dropped.
+        let mut h = Fx::authed(Final, Framing::Stream);
+        h.input(b"\x01\x05\x09\x00\x07");
+        let (_, ev) = h.poll_raw();
+        assert_eq!(ev, vec![Event::Apply(Mutation::SetSelectorTimeout(9))]);
+        h.s.handle_close_request(h.t0, cause);
+        assert!(h.s.is_closed());
+        assert_eq!(
+            h.poll_raw(),
+            (vec![], vec![]),
+            "Closed waits for the result"
+        );
+        h.apply(&Mutation::SetSelectorTimeout(9));
+        let (tx, ev) = h.poll_raw();
+        assert_eq!(tx.concat(), b"\x01\x05\x00");
+        assert_eq!(
+            ev,
+            vec![
+                Event::Applied(Mutation::SetSelectorTimeout(9)),
+                closed(reason)
+            ]
+        );
+    }
+}
+
+#[test]
 fn applied_events_carry_the_mutation() {
     let mut f = Fx::authed(Final, Framing::Stream);
-    assert!(f.input(b"\x01\x01\x03bob\x01\x00\x01x\x01y\x01").is_empty());
+    f.input(b"\x01\x01\x03bob\x01\x00\x01x\x01y\x01");
     let (tx, ev) = f.drain();
     assert_eq!(tx.concat(), b"\x01\x01\x00\x01\x00\x00");
-    assert_eq!(
-        ev,
-        vec![
-            Event::Applied(Mutation::RemoveUser { name: b(b"bob") }),
-            Event::Applied(Mutation::AddUser {
-                name: b(b"x"),
-                password: b(b"y"),
-                privilege: Privilege::Admin
-            }),
-        ]
-    );
+    let mut want = apply_applied(Mutation::RemoveUser { name: b(b"bob") }).to_vec();
+    want.extend(apply_applied(Mutation::AddUser {
+        name: b(b"x"),
+        password: Secret::from("y"),
+        privilege: Privilege::Admin,
+    }));
+    assert_eq!(ev, want);
 }
 
 /// 100 requests of every kind, after the authentication, as one byte string, and the
-/// responses expected for them in order.
+/// number of responses expected for them.
 fn pipeline() -> (Vec<u8>, usize) {
     let reqs: [&[u8]; 10] = [
         b"\x00\x07",
@@ -912,7 +1267,7 @@ fn hundred_pipelined_requests_get_hundred_responses_in_order() {
     for dialect in [Draft, Final] {
         let (wire, n) = pipeline();
         let mut f = fx(dialect, Framing::Message);
-        assert!(f.input(&wire).is_empty());
+        f.message(&wire, true);
         let (tx, _) = f.drain();
         assert_eq!(tx.len(), n + 1);
         assert_eq!(&tx[0][..], b"\x01\x00");
@@ -934,48 +1289,77 @@ fn hundred_pipelined_requests_get_hundred_responses_in_order() {
     }
 }
 
-/// Feeds `wire` in the given chunks, draining after each, and returns the transcript.
-fn transcript(dialect: Dialect, framing: Framing, chunks: &[&[u8]]) -> (Vec<u8>, Vec<Event>) {
+/// Feeds `wire` in the given chunks (each its own SCTP message with `Framing::Message`),
+/// draining after each, and returns the transcript: each response, and the events.
+fn transcript(dialect: Dialect, framing: Framing, chunks: &[&[u8]]) -> (Vec<Bytes>, Vec<Event>) {
     let mut f = fx(dialect, framing);
-    let mut input = BytesMut::new();
     let mut out = Vec::new();
     let mut events = Vec::new();
     for chunk in chunks {
-        input.extend_from_slice(chunk);
-        f.s.handle_input(f.t0, &mut input, &f.conn);
+        f.message(chunk, true);
         let (tx, ev) = f.drain();
-        out.extend(tx.concat());
+        out.extend(tx);
         events.extend(ev);
     }
-    assert!(input.is_empty());
+    if framing == Framing::Stream {
+        // Only the bytes count on a stream.
+        out = vec![Bytes::from(out.concat())];
+    }
     (out, events)
 }
 
 #[test]
 fn any_split_gives_the_same_output() {
-    for dialect in [Draft, Final] {
-        let (wire, _) = pipeline();
-        let whole = transcript(dialect, Framing::Stream, &[&wire]);
-        for i in 0..=wire.len() {
-            let (a, c) = wire.split_at(i);
-            assert_eq!(
-                transcript(dialect, Framing::Stream, &[a, c]),
-                whole,
-                "split at {i}"
-            );
+    for framing in [Framing::Stream, Framing::Message] {
+        for dialect in [Draft, Final] {
+            let (wire, _) = pipeline();
+            let whole = transcript(dialect, framing, &[&wire]);
+            for i in 0..=wire.len() {
+                let (a, c) = wire.split_at(i);
+                assert_eq!(
+                    transcript(dialect, framing, &[a, c]),
+                    whole,
+                    "{framing:?} split at {i}"
+                );
+            }
+            let bytewise: Vec<&[u8]> = wire.chunks(1).collect();
+            assert_eq!(transcript(dialect, framing, &bytewise), whole);
         }
-        let bytewise: Vec<&[u8]> = wire.chunks(1).collect();
-        assert_eq!(transcript(dialect, Framing::Stream, &bytewise), whole);
-        // And the same for an unframable request at the end.
-        let mut bad = wire.clone();
+    }
+    // On a stream, the same holds with an unframable request at the end.
+    for dialect in [Draft, Final] {
+        let (mut bad, _) = pipeline();
         bad.extend_from_slice(b"\x00\x0c\x00\x07");
         let whole = transcript(dialect, Framing::Stream, &[&bad]);
-        assert!(whole.0.ends_with(b"\x00\xff"));
+        assert!(whole.0[0].ends_with(b"\x00\xff"));
         for i in 0..=bad.len() {
             let (a, c) = bad.split_at(i);
             assert_eq!(transcript(dialect, Framing::Stream, &[a, c]), whole);
         }
     }
+}
+
+#[test]
+fn request_split_over_three_sctp_messages_is_answered() {
+    let mut f = Fx::authed(Final, Framing::Message);
+    // Add User cut into three messages, then a query in a fourth.
+    f.message(b"\x01\x00\x04ca", true);
+    f.message(b"rl\x02", true);
+    assert_eq!(
+        f.poll_raw(),
+        (vec![], vec![]),
+        "a message ending inside is not an error"
+    );
+    f.message(b"pw\x00", true);
+    f.message(b"\x00\x07", true);
+    let (tx, ev) = f.drain();
+    assert_eq!(tx, vec![b(b"\x01\x00\x00"), b(b"\x00\x07\x03")]);
+    assert_eq!(ev.len(), 2);
+    assert_eq!(f.state.user_count(), 3);
+    // One recvmsg may also deliver a message in pieces (no MSG_EOR on the first).
+    f.message(b"\x00", false);
+    f.message(b"\x07", true);
+    assert_eq!(f.drain().0, vec![b(b"\x00\x07\x03")]);
 }
 
 #[test]
@@ -1001,10 +1385,13 @@ fn unknown_type_and_command_on_a_stream_close_after_the_error() {
         let mut wire = b"\x00\x07\x01\x05\x03".to_vec();
         wire.extend_from_slice(bad);
         wire.extend_from_slice(b"\x00\x07"); // never answered
-                                             // Closed waits for the responses even if events are polled first.
-        let mut input = BytesMut::from(&wire[..]);
-        f.s.handle_input(f.t0, &mut input, &f.conn);
-        assert!(input.is_empty());
+        f.input(&wire);
+        // The modification waits for its result; the bad request behind it waits too.
+        let (tx, ev) = f.poll_raw();
+        assert_eq!(tx.concat(), b"\x00\x07\x02");
+        assert_eq!(ev, vec![Event::Apply(Mutation::SetSelectorTimeout(3))]);
+        f.apply(&Mutation::SetSelectorTimeout(3));
+        // Closed waits for the responses even if events are polled first.
         assert_eq!(
             f.s.poll_event(),
             Some(Event::Applied(Mutation::SetSelectorTimeout(3)))
@@ -1015,7 +1402,7 @@ fn unknown_type_and_command_on_a_stream_close_after_the_error() {
             "Closed only after the last response"
         );
         let (tx, ev) = f.drain();
-        let mut expected = b"\x00\x07\x02\x01\x05\x00".to_vec();
+        let mut expected = b"\x01\x05\x00".to_vec();
         expected.extend_from_slice(answer);
         assert_eq!(tx.concat(), expected);
         assert_eq!(
@@ -1034,20 +1421,12 @@ fn unknown_type_and_command_on_sctp_discard_the_rest_of_the_message() {
         (b"\x01\x07\x01\x05\x03", b"\x01\xff"),
     ] {
         let mut f = Fx::authed(Draft, Framing::Message);
-        let mut input = BytesMut::new();
-        // Message 1: a good request, the bad one, and bytes that must be discarded.
-        input.extend_from_slice(b"\x00\x09");
-        input.extend_from_slice(bad);
-        f.s.handle_input(f.t0, &mut input, &f.conn);
-        // Discarding goes on in the same message, even across reads.
-        input.extend_from_slice(b"\x00\x07");
-        f.s.handle_input(f.t0, &mut input, &f.conn);
-        f.s.handle_end_of_message(f.t0, &mut input);
-        assert!(input.is_empty());
+        // Message 1: a good request, the bad one, and bytes that must be discarded, in two
+        // reads (the first without MSG_EOR).
+        f.message(&[&b"\x00\x09"[..], bad].concat(), false);
+        f.message(b"\x00\x07", true);
         // Message 2 is served.
-        input.extend_from_slice(b"\x00\x07");
-        f.s.handle_input(f.t0, &mut input, &f.conn);
-        f.s.handle_end_of_message(f.t0, &mut input);
+        f.message(b"\x00\x07", true);
         let (tx, ev) = f.drain();
         let tx: Vec<&[u8]> = tx.iter().map(|b| &b[..]).collect();
         assert_eq!(tx, [&b"\x00\x09\x05"[..], answer, b"\x00\x07\x02"]);
@@ -1058,22 +1437,21 @@ fn unknown_type_and_command_on_sctp_discard_the_rest_of_the_message() {
 }
 
 #[test]
-fn sctp_message_ending_inside_a_request_drops_it() {
+fn unknown_command_split_from_its_type_discards_the_message_of_the_command() {
     let mut f = Fx::authed(Final, Framing::Message);
-    let mut input = BytesMut::from(&b"\x00\x07\x01\x00\x04carl"[..]);
-    f.s.handle_input(f.t0, &mut input, &f.conn);
-    assert_eq!(&input[..], b"\x01\x00\x04carl", "partial tail waits");
-    f.s.handle_end_of_message(f.t0, &mut input);
-    assert!(input.is_empty(), "the message ended: the request was cut");
-    input.extend_from_slice(b"\x00\x07");
-    f.s.handle_input(f.t0, &mut input, &f.conn);
+    f.message(b"\x00\x07\x00", true); // TYPE ends message 1
+    f.message(b"\x0c\x00\x07", true); // the unknown CMD and a request in message 2: discarded
+    f.message(b"\x00\x09", true); // message 3 is served
     let (tx, _) = f.drain();
-    assert_eq!(tx, vec![b(b"\x00\x07\x02"), b(b"\x00\x07\x02")]);
-    assert_eq!(f.state.user_count(), 2);
+    assert_eq!(
+        tx,
+        vec![b(b"\x00\x07\x02"), b(b"\x00\xff"), b(b"\x00\x09\x05")]
+    );
+    assert!(!f.s.is_closed());
 }
 
 #[test]
-fn back_pressure_stops_consuming_and_resumes() {
+fn back_pressure_holds_back_and_resumes() {
     for framing in [Framing::Stream, Framing::Message] {
         let mut f = Fx::authed(Final, framing);
         for i in 0..200 {
@@ -1087,22 +1465,18 @@ fn back_pressure_stops_consuming_and_resumes() {
         let one = f.ask(b"\x00\x00").len();
         assert!(one > 5000 && one < AdminSession::HIGH_WATER);
         let n = 40;
-        let mut input = BytesMut::from(&b"\x00\x00".repeat(n)[..]);
-        if framing == Framing::Message {
-            f.s.handle_input(f.t0, &mut input, &f.conn);
-            f.s.handle_end_of_message(f.t0, &mut input);
-        } else {
-            f.s.handle_input(f.t0, &mut input, &f.conn);
-        }
-        let first = input.len();
-        assert!(first > 0, "stopped before consuming everything");
-        let mut responses = f.drain().0;
+        f.message(&b"\x00\x00".repeat(n), true);
+        assert!(!f.s.wants_input(), "held back: no more input");
+        let first: Vec<Bytes> = std::iter::from_fn(|| f.s.poll_transmit()).collect();
+        let first_len: usize = first.iter().map(Bytes::len).sum();
+        assert!(first_len >= AdminSession::HIGH_WATER && first_len < n * one);
+        let mut responses = first;
         let mut rounds = 1;
-        while !input.is_empty() {
-            let before = input.len();
-            f.s.handle_input(f.t0, &mut input, &f.conn);
-            assert!(input.len() < before, "progress after draining");
-            responses.extend(f.drain().0);
+        while !f.s.wants_input() {
+            f.s.handle_continue(f.t0, &f.conn);
+            let more: Vec<Bytes> = std::iter::from_fn(|| f.s.poll_transmit()).collect();
+            assert!(!more.is_empty(), "progress after draining");
+            responses.extend(more);
             rounds += 1;
         }
         assert!(rounds > 1);
@@ -1111,18 +1485,14 @@ fn back_pressure_stops_consuming_and_resumes() {
         if framing == Framing::Message {
             assert_eq!(responses.len(), n);
         }
-        // The message boundary was kept: a new message is served normally.
-        input.extend_from_slice(b"\x00\x07");
-        f.s.handle_input(f.t0, &mut input, &f.conn);
-        assert_eq!(f.drain_bytes(), b"\x00\x07\xca");
+        assert_eq!(f.ask(b"\x00\x07"), b"\x00\x07\xca");
     }
 }
 
 #[test]
 fn eof_closes_after_the_responses() {
     let mut f = Fx::authed(Draft, Framing::Stream);
-    let rest = f.input(b"\x00\x07\x00");
-    assert_eq!(&rest[..], b"\x00");
+    f.input(b"\x00\x07\x00");
     f.s.handle_eof(f.t0);
     assert_eq!(f.s.poll_event(), None, "responses first");
     let (tx, ev) = f.drain();
@@ -1133,66 +1503,41 @@ fn eof_closes_after_the_responses() {
     g.s.handle_eof(g.t0);
     assert_eq!(g.drain(), (vec![], vec![closed(CloseReason::PeerEof)]));
     assert_eq!(g.s.poll_timeout(), None);
+    // Requests held back (behind an Apply) are still served after EOF.
+    let mut h = Fx::authed(Final, Framing::Stream);
+    h.input(b"\x01\x02\x00\x00\x07\x00");
+    h.s.handle_eof(h.t0);
+    let (tx, ev) = h.drain();
+    assert_eq!(tx.concat(), b"\x01\x02\x00\x00\x07\x02");
+    let mut want = apply_applied(Mutation::SetSniffing(false)).to_vec();
+    want.push(closed(CloseReason::PeerEof));
+    assert_eq!(ev, want);
 }
 
 #[test]
 fn input_marks_the_connection_active() {
     let mut f = Fx::authed(Draft, Framing::Stream);
     let later = f.t0 + Duration::from_secs(119);
-    let mut input = BytesMut::from(&b"\x00\x07"[..]);
-    f.s.handle_input(later, &mut input, &f.conn);
+    f.s.handle_input(later, b"\x00\x07", &f.conn);
     assert_eq!(f.state.sweep(f.t0 + Duration::from_secs(120)), 0);
     assert_eq!(f.state.sweep(later + Duration::from_secs(120)), 1);
 }
 
 #[test]
-fn modify_status_outcome_round_trip() {
-    use crate::state::Outcome as O;
-    let cmds = [
-        ModifyCmd::AddUser,
-        ModifyCmd::RemoveUser,
-        ModifyCmd::SetSniffing,
-        ModifyCmd::SetCleanup,
-        ModifyCmd::SetBufferSize,
-        ModifyCmd::SetSelectorTimeout,
-        ModifyCmd::SetConnectionTimeout,
-    ];
-    let outcomes = [
-        O::Applied,
-        O::NameTaken,
-        O::NoSuchUser,
-        O::TooManyUsers,
-        O::InvalidParameter,
-    ];
-    for dialect in [Draft, Final] {
-        for cmd in cmds {
-            for outcome in outcomes {
-                // Outcomes a command cannot have are sent as General Server Error; skip them.
-                let possible = match outcome {
-                    O::Applied | O::InvalidParameter => true,
-                    O::NameTaken | O::TooManyUsers => cmd == ModifyCmd::AddUser,
-                    O::NoSuchUser => cmd == ModifyCmd::RemoveUser,
-                };
-                if !possible {
-                    continue;
-                }
-                let status = cmd.status(dialect, outcome);
-                // 0xFF is General Server Error, except for the draft's "255 users already".
-                let expected = if status == 0xFF && !(cmd == ModifyCmd::AddUser && dialect == Draft)
-                {
-                    None
-                } else {
-                    Some(outcome)
-                };
-                assert_eq!(
-                    cmd.outcome(dialect, status),
-                    expected,
-                    "{cmd:?} {outcome:?} {dialect:?}"
-                );
-            }
-            assert_eq!(cmd.outcome(dialect, 0x77), None);
-        }
+fn unframable_byte_ending_its_message_discards_nothing_more() {
+    // The offending byte is the last of its message: the next message is served whole.
+    for (m1, answer) in [
+        (&b"\x00\x07\x07"[..], &b"\xff\xff"[..]), // unknown TYPE ends the message
+        (b"\x00\x07\x01\x09", b"\x01\xff"),       // unknown CMD ends the message
+    ] {
+        let mut f = Fx::authed(Draft, Framing::Message);
+        f.message(m1, true);
+        f.message(b"\x00\x09", true);
+        let (tx, _) = f.drain();
+        assert_eq!(
+            tx,
+            vec![b(b"\x00\x07\x02"), b(answer), b(b"\x00\x09\x05")],
+            "{m1:02x?}"
+        );
     }
-    assert_eq!(ModifyCmd::AddUser.outcome(Final, 0xFF), None);
-    assert_eq!(ModifyCmd::AddUser.outcome(Draft, 0xFE), None);
 }

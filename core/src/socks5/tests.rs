@@ -366,7 +366,7 @@ impl Server {
         let state = Arc::new(State::new(t0, &config));
         let m = Mutation::AddUser {
             name: Bytes::from_static(b"bob"),
-            password: Bytes::from_static(b"hunter2"),
+            password: "hunter2".into(),
             privilege: Privilege::User,
         };
         assert_eq!(state.apply(None, &m), crate::state::Outcome::Applied);

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_lock::Semaphore;
 use socks5d_core::admin::Framing;
+use socks5d_core::guard::{AdmissionPool, LoginThrottle};
 use socks5d_core::state::{CloseCause, Connection, State};
 
 use crate::runtime::{race, Raced, Runtime, Socket};
@@ -43,6 +44,14 @@ pub struct Shared<R: Runtime> {
     pub options: Arc<ServerOptions>,
     /// Where access and credential lines go.
     pub log: Arc<dyn LogSink>,
+    /// Admin connections that have not authenticated yet (the oldest is closed when full).
+    pub admin_pool: Arc<AdmissionPool>,
+    /// Permits of the authenticated admin sessions.
+    pub admin_sessions: Arc<Semaphore>,
+    /// Back-off after failed admin logins, per address.
+    pub admin_throttle: Arc<LoginThrottle>,
+    /// Back-off after failed SOCKS5 logins, per address and user name.
+    pub socks_throttle: Arc<LoginThrottle>,
 }
 
 impl<R: Runtime> Clone for Shared<R> {
@@ -52,6 +61,10 @@ impl<R: Runtime> Clone for Shared<R> {
             state: self.state.clone(),
             options: self.options.clone(),
             log: self.log.clone(),
+            admin_pool: self.admin_pool.clone(),
+            admin_sessions: self.admin_sessions.clone(),
+            admin_throttle: self.admin_throttle.clone(),
+            socks_throttle: self.socks_throttle.clone(),
         }
     }
 }
@@ -63,6 +76,10 @@ impl<R: Runtime> Shared<R> {
         Self {
             rt,
             state,
+            admin_pool: Arc::new(AdmissionPool::new(options.max_unauthenticated_admin)),
+            admin_sessions: Arc::new(Semaphore::new(options.max_admin_connections.max(1))),
+            admin_throttle: Arc::default(),
+            socks_throttle: Arc::default(),
             options: Arc::new(options),
             log: Arc::new(StdoutSink::default()),
         }
@@ -316,8 +333,10 @@ pub async fn serve_socks<R: Runtime>(
         .await;
 }
 
-/// Accepts administrators on `listener` until `shutdown` completes, one task each, at most
-/// `options.max_admin_connections` at once. On shutdown, as [`serve_socks`].
+/// Accepts administrators on `listener` until `shutdown` completes, one task each: at most
+/// `options.max_unauthenticated_admin` that have not logged in (the oldest of them is closed
+/// to make room) and `options.max_admin_connections` sessions. On shutdown, as
+/// [`serve_socks`].
 pub async fn serve_admin<R: Runtime>(
     listener: AdminListener<R>,
     shared: Shared<R>,
@@ -325,12 +344,12 @@ pub async fn serve_admin<R: Runtime>(
 ) {
     let rt = shared.rt.clone();
     let framing = listener.framing();
-    let limit = Arc::new(Semaphore::new(shared.options.max_admin_connections.max(1)));
     let tasks = Tasks::new();
     let mut shutdown = pin!(shutdown);
+    // No permit before `accept`: a connection is admitted into the unauthenticated pool
+    // (which closes its oldest member when full) and takes an authenticated permit only once
+    // it logged in, so connections that never log in cannot hold administrators out.
     loop {
-        let acquired = race(&rt, shutdown.as_mut(), None, limit.acquire_arc()).await;
-        let Raced::Io(permit) = acquired else { break };
         let accepted = race(&rt, shutdown.as_mut(), None, listener.listener.accept()).await;
         let (socket, peer) = match accepted {
             Raced::Io(Ok(x)) => x,
@@ -343,7 +362,6 @@ pub async fn serve_admin<R: Runtime>(
         let shared = shared.clone();
         let token = tasks.token();
         rt.spawn(async move {
-            let _permit = permit;
             let _token = token;
             if framing == Framing::Stream {
                 let _ = socket.set_tcp_nodelay(true);
@@ -376,7 +394,10 @@ pub async fn housekeeping<R: Runtime>(shared: Shared<R>, shutdown: impl Future<O
         let pending = std::future::pending::<()>();
         match race(rt, shutdown.as_mut(), Some(next), pending).await {
             Raced::Deadline => {
-                let n = shared.state.sweep(rt.now());
+                let now = rt.now();
+                shared.admin_throttle.sweep(now);
+                shared.socks_throttle.sweep(now);
+                let n = shared.state.sweep(now);
                 if n > 0 {
                     tracing::debug!(closed = n, "clean-up: closing idle connections");
                 }

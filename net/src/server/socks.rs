@@ -25,6 +25,8 @@ use crate::{listen, relay, unix_time, Tap};
 const HANDSHAKE_READ: usize = 4096;
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A connect in flight: the socket and its local address.
+type Dialing<'a, S> = Boxed<'a, io::Result<(S, SocketAddr)>>;
 
 /// What the handshake loop waited for (besides the close request and the deadline).
 enum Step<S> {
@@ -37,7 +39,7 @@ enum Step<S> {
 /// The sockets and pending operations the handshake asked for.
 struct Pending<'a, R: Runtime> {
     resolving: Option<Boxed<'a, io::Result<Vec<SocketAddr>>>>,
-    dials: Vec<(Attempt, Boxed<'a, io::Result<(R::Socket, SocketAddr)>>)>,
+    dials: Vec<(Attempt, Dialing<'a, R::Socket>)>,
     /// Attempts that connected and wait for the core's verdict (win or cancel).
     connected: Vec<(Attempt, R::Socket)>,
     /// BIND: the listener, until a connection is accepted.

@@ -245,7 +245,7 @@ fn refusal(cmd: ModifyCmd, dialect: Dialect, status: u8) -> String {
             }
             ModifyCmd::SetSniffing | ModifyCmd::SetCleanup => "invalid parameter".into(),
         },
-        None if status == 0xFF => "general server error".into(),
+        Some(Outcome::Failed) => "general server error".into(),
         // Applied (status 0) is the caller's business; anything else is unknown.
         _ => format!("refused with unknown status {status:#04x}"),
     }
@@ -309,8 +309,10 @@ mod tests {
             refusal(ModifyCmd::AddUser, Final, 0xFF),
             "general server error"
         );
+        // The draft answers an ACTION other than 0 or 1 with 0xFF (PROTOCOL.md).
+        assert!(refusal(ModifyCmd::SetCleanup, Draft, 0xFF).starts_with("invalid parameter"));
         assert_eq!(
-            refusal(ModifyCmd::SetCleanup, Draft, 0xFF),
+            refusal(ModifyCmd::SetBufferSize, Draft, 0xFF),
             "general server error"
         );
         assert!(refusal(ModifyCmd::SetBufferSize, Draft, 1).starts_with("unsupported buffer"));

@@ -1,0 +1,305 @@
+//! Users: names, passwords ([`Secret`]), privileges, and the user half of [`State::apply`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::conn::CloseCause;
+use super::{Outcome, State, MAX_USERS};
+use crate::codec::ct_eq;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[repr(u8)]
+pub enum Privilege {
+    /// May use the proxy (`0x00` on the wire).
+    User = 0,
+    /// May use the proxy and the administration protocol (`0x01` on the wire).
+    Admin = 1,
+}
+
+impl TryFrom<u8> for Privilege {
+    type Error = u8;
+
+    fn try_from(b: u8) -> Result<Self, u8> {
+        match b {
+            0 => Ok(Self::User),
+            1 => Ok(Self::Admin),
+            other => Err(other),
+        }
+    }
+}
+
+/// A password. Its `Debug` shows nothing of it (`Secret(..)`), so a logged [`Mutation`] or
+/// user record never carries one; equality takes time that depends only on the lengths.
+///
+/// [`Mutation`]: super::Mutation
+#[derive(Clone, Default)]
+pub struct Secret(Bytes);
+
+impl Secret {
+    /// Wraps `bytes`.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// Returns the secret bytes (to check or store them; never log them).
+    pub fn expose(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Returns whether `candidate` is this secret, in time that depends only on the lengths.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        ct_eq(&self.0, candidate)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(&other.0)
+    }
+}
+
+impl Eq for Secret {}
+
+impl From<Bytes> for Secret {
+    fn from(b: Bytes) -> Self {
+        Self(b)
+    }
+}
+
+impl From<&'static str> for Secret {
+    fn from(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for Secret {
+    fn from(s: &'static [u8]) -> Self {
+        Self(Bytes::from_static(s))
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Secret {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        crate::codec::arbitrary_field::<0>(u).map(Self)
+    }
+}
+
+/// A user as listed by the admin protocol (never with its password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The username.
+    pub name: Bytes,
+    /// What the user may do.
+    pub privilege: Privilege,
+}
+
+/// Returns whether `name` is a valid username: 1 to 255 bytes of printable ASCII (space
+/// included) without `:`. Usernames appear in tab-separated logs and in `-u user:pass`.
+pub fn is_valid_username(name: &[u8]) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .iter()
+            .all(|&b| (0x20..=0x7e).contains(&b) && b != b':')
+}
+
+/// Returns whether `password` is a valid password: 1 to 255 bytes.
+pub fn is_valid_password(password: &[u8]) -> bool {
+    (1..=255).contains(&password.len())
+}
+
+/// One user as the state holds it.
+#[derive(Debug)]
+pub(super) struct UserRecord {
+    pub(super) name: Bytes,
+    pub(super) password: Secret,
+    pub(super) privilege: Privilege,
+    /// Open SOCKS connections of this user; shared with those connections, which decrement it
+    /// when they close even if the user was removed meanwhile.
+    pub(super) open: Arc<AtomicU32>,
+}
+
+impl State {
+    /// Returns the users in the order they were added.
+    pub fn users(&self) -> Vec<User> {
+        self.users_read()
+            .iter()
+            .map(|r| User {
+                name: r.name.clone(),
+                privilege: r.privilege,
+            })
+            .collect()
+    }
+
+    /// Returns the number of users.
+    pub fn user_count(&self) -> usize {
+        self.users_read().len()
+    }
+
+    /// Returns the open SOCKS connections of user `name`, `None` if there is no such user.
+    pub fn user_connections(&self, name: &[u8]) -> Option<u32> {
+        self.users_read()
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.open.load(Relaxed))
+    }
+
+    pub(super) fn add_user(
+        &self,
+        name: &Bytes,
+        password: &Secret,
+        privilege: Privilege,
+    ) -> Outcome {
+        if !is_valid_username(name) || !is_valid_password(password.expose()) {
+            return Outcome::InvalidParameter;
+        }
+        let mut users = self.users_write();
+        if users.iter().any(|r| r.name == name) {
+            return Outcome::NameTaken;
+        }
+        if users.len() >= MAX_USERS {
+            return Outcome::TooManyUsers;
+        }
+        users.push(UserRecord {
+            name: name.clone(),
+            password: password.clone(),
+            privilege,
+            open: Arc::default(),
+        });
+        Outcome::Applied
+    }
+
+    pub(super) fn remove_user(&self, actor: Option<&[u8]>, name: &Bytes) -> Outcome {
+        if !is_valid_username(name) || actor == Some(&name[..]) {
+            return Outcome::InvalidParameter;
+        }
+        {
+            let mut users = self.users_write();
+            let Some(i) = users.iter().position(|r| r.name == name) else {
+                return Outcome::NoSuchUser;
+            };
+            let admins = users
+                .iter()
+                .filter(|r| r.privilege == Privilege::Admin)
+                .count();
+            if users[i].privilege == Privilege::Admin && admins == 1 {
+                return Outcome::InvalidParameter;
+            }
+            users.remove(i);
+        }
+        // Connections bind their user under the users lock and only if it exists
+        // (`Connection::authenticate`), so every connection of `name` is visible here.
+        self.close_where(CloseCause::UserRemoved, |c| c.user.get() == Some(name));
+        Outcome::Applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{add, state};
+    use super::super::{Mutation, Outcome, MAX_USERS};
+    use super::*;
+
+    #[test]
+    fn add_user_outcomes() {
+        let (s, _) = state();
+        assert_eq!(s.apply(None, &add("bob")), Outcome::NameTaken);
+        assert_eq!(s.apply(None, &add("")), Outcome::InvalidParameter);
+        assert_eq!(s.apply(None, &add("a:b")), Outcome::InvalidParameter);
+        assert_eq!(s.apply(None, &add("tab\there")), Outcome::InvalidParameter);
+        let empty_pw = Mutation::AddUser {
+            name: Bytes::from_static(b"carol"),
+            password: Secret::default(),
+            privilege: Privilege::User,
+        };
+        assert_eq!(s.apply(None, &empty_pw), Outcome::InvalidParameter);
+        for i in 2..MAX_USERS {
+            assert_eq!(s.apply(None, &add(&format!("u{i}"))), Outcome::Applied);
+        }
+        assert_eq!(s.user_count(), MAX_USERS);
+        assert_eq!(s.apply(None, &add("one-too-many")), Outcome::TooManyUsers);
+    }
+
+    #[test]
+    fn remove_user_outcomes() {
+        let (s, _) = state();
+        let rm = |n: &'static str| Mutation::RemoveUser {
+            name: Bytes::from(n),
+        };
+        assert_eq!(s.apply(Some(b"admin"), &rm("nobody")), Outcome::NoSuchUser);
+        assert_eq!(
+            s.apply(Some(b"admin"), &rm("admin")),
+            Outcome::InvalidParameter
+        );
+        assert_eq!(
+            s.apply(None, &rm("admin")),
+            Outcome::InvalidParameter,
+            "last admin"
+        );
+        assert_eq!(
+            s.apply(Some(b"admin"), &rm("a:b")),
+            Outcome::InvalidParameter
+        );
+        assert_eq!(s.apply(Some(b"admin"), &rm("bob")), Outcome::Applied);
+        assert_eq!(s.user_count(), 1);
+    }
+
+    #[test]
+    fn concurrent_adds_of_one_name_succeed_once() {
+        let (s, _) = state();
+        let results: Vec<Outcome> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| sc.spawn(|| s.apply(None, &add("dup"))))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            results.iter().filter(|o| **o == Outcome::Applied).count(),
+            1
+        );
+        assert_eq!(
+            results.iter().filter(|o| **o == Outcome::NameTaken).count(),
+            7
+        );
+    }
+
+    #[test]
+    fn secret_debug_shows_nothing() {
+        let s = Secret::from("topsecret");
+        assert_eq!(format!("{s:?}"), "Secret(..)");
+        assert_eq!(format!("{s:#?}"), "Secret(..)");
+        let m = Mutation::AddUser {
+            name: Bytes::from_static(b"u"),
+            password: s.clone(),
+            privilege: Privilege::User,
+        };
+        let shown = format!("{m:?} {m:#?}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("Secret(..)"), "{shown}");
+        let (state, _) = state();
+        assert_eq!(state.apply(None, &m), Outcome::Applied);
+        assert!(!format!("{:?}", state.users_read()).contains("topsecret"));
+    }
+
+    #[test]
+    fn secret_equality_and_matching() {
+        let s = Secret::from("abc");
+        assert!(s.matches(b"abc"));
+        assert!(!s.matches(b"abd"));
+        assert!(!s.matches(b"ab"));
+        assert_eq!(s, Secret::new(Bytes::from_static(b"abc")));
+        assert_ne!(s, Secret::from("abcd"));
+        assert_eq!(&s.expose()[..], b"abc");
+    }
+}
