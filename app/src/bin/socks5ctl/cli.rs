@@ -26,7 +26,10 @@ Examples:
 Exit status:
   0 success, 1 the server refused the request, 2 usage error (bad arguments, no credentials),
   3 authentication failed, 4 connection or I/O error (including timeouts),
-  5 the server's answer broke the protocol (often a --admin-dialect mismatch).";
+  5 the server's answer broke the protocol (often a --admin-dialect mismatch).
+  With --json a failure also prints one JSON object on stdout:
+  {\"ok\": false, \"error\": {\"kind\": \"refused|usage|auth|connection|protocol\",
+   \"message\": \"...\", \"exit\": N}} (a refusal adds the server's \"status\" and \"reason\").";
 
 /// Administration client of the socks5d SOCKS5 proxy.
 ///
