@@ -823,6 +823,21 @@ fn real_session(transport: &str) {
         assert_eq!(j["connection_timeout"], 42, "{j}");
         assert_eq!(j["user_count"], 3, "{j}");
         assert_eq!(j["historic_connections"], 0, "{j}");
+        // watch: two refreshes on one connection, every user counted.
+        let out = ctl(&["--json", "watch", "-i", "0.1", "-n", "2"]);
+        assert_eq!(out.code, 0, "{d}: {out:?}");
+        let lines: Vec<Value> = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{d}: {out:?}");
+        for j in &lines {
+            assert_eq!(j["user_count"], 3, "{j}");
+            let users = j["users"].as_array().unwrap();
+            assert_eq!(users.len(), 3, "{j}");
+            assert!(users.iter().all(|u| u["connections"] == 0), "{j}");
+        }
         let out = ctl(&["remove-user", "carl"]);
         assert_eq!(out.code, 0, "{d}: {out:?}");
         let out = run(
