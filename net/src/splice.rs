@@ -7,14 +7,16 @@
 //! connection holds no descriptors beyond its two sockets.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Mutex, PoisonError};
+
+use rustix::pipe::{fcntl_setpipe_size, pipe_with, PipeFlags, SpliceFlags};
 
 /// How many empty pipes the pool keeps (two descriptors each); more are closed.
 const POOL_MAX: usize = 16;
 
 /// The pipe capacity asked for (`F_SETPIPE_SZ`); the kernel default (64 KiB) if refused.
-const PIPE_SIZE: libc::c_int = 256 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// Empty pipes ready for reuse.
 static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
@@ -35,17 +37,10 @@ impl Pipe {
     ///
     /// The error of `pipe2` (typically `EMFILE` when descriptors ran out).
     pub fn new() -> io::Result<Self> {
-        let mut fds = [-1 as RawFd; 2];
-        // SAFETY: `fds` is a valid array of two descriptors for `pipe2` to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `pipe2` succeeded, so both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         // A larger pipe moves more per system call; a refusal (e.g. over
         // /proc/sys/fs/pipe-max-size for an unprivileged user) keeps the default.
-        // SAFETY: `fcntl(F_SETPIPE_SZ)` on a pipe descriptor we own; no pointers involved.
-        let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        let _ = fcntl_setpipe_size(&write, PIPE_SIZE);
         Ok(Self {
             read,
             write,
@@ -86,11 +81,23 @@ impl Pipe {
     /// 0 at the socket's end of stream; `WouldBlock` when the socket has nothing to read
     /// (the pipe must be empty, see [`Pipe::pending`], or a full pipe looks the same).
     ///
+    /// `from` must be an open descriptor for the duration of the call; a negative one is
+    /// `EBADF`. [`Pipe::fill_from`] takes a borrowed descriptor instead.
+    ///
     /// # Errors
     ///
     /// The error of `splice`.
     pub fn fill(&mut self, from: RawFd, max: usize) -> io::Result<usize> {
-        let n = splice(from, self.write.as_raw_fd(), max)?;
+        self.fill_from(borrow(from)?, max)
+    }
+
+    /// As [`Pipe::fill`], from a borrowed descriptor.
+    ///
+    /// # Errors
+    ///
+    /// The error of `splice`.
+    pub fn fill_from(&mut self, from: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        let n = splice(from, self.write.as_fd(), max)?;
         self.pending += n;
         Ok(n)
     }
@@ -98,37 +105,50 @@ impl Pipe {
     /// Splices what is in the pipe (at most [`Pipe::pending`]) into the socket `to`. Returns
     /// the count; `WouldBlock` when the socket cannot take more now.
     ///
+    /// `to` must be an open descriptor for the duration of the call; a negative one is
+    /// `EBADF`. [`Pipe::drain_into`] takes a borrowed descriptor instead.
+    ///
     /// # Errors
     ///
     /// The error of `splice` (`EPIPE`, `ECONNRESET` when the peer is gone).
     pub fn drain(&mut self, to: RawFd) -> io::Result<usize> {
+        self.drain_into(borrow(to)?)
+    }
+
+    /// As [`Pipe::drain`], into a borrowed descriptor.
+    ///
+    /// # Errors
+    ///
+    /// The error of `splice`.
+    pub fn drain_into(&mut self, to: BorrowedFd<'_>) -> io::Result<usize> {
         if self.pending == 0 {
             return Ok(0);
         }
-        let n = splice(self.read.as_raw_fd(), to, self.pending)?;
+        let n = splice(self.read.as_fd(), to, self.pending)?;
         self.pending -= n;
         Ok(n)
     }
 }
 
-/// One non-blocking `splice` of up to `len` bytes from `from` to `to`.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
-    // SAFETY: null offsets (both ends are a socket or a pipe, which have no file position);
-    // the descriptors are valid for the duration of the call (borrowed by the caller). A bad
-    // descriptor is reported as an error, not undefined behaviour.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
-    // `splice` returns -1 (error) or a count no larger than `len`.
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+/// Borrows a raw descriptor for one call (the `RawFd` entry points; the only `unsafe` here).
+fn borrow<'a>(fd: RawFd) -> io::Result<BorrowedFd<'a>> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(
+            rustix::io::Errno::BADF.raw_os_error(),
+        ));
+    }
+    // SAFETY: `fd` is not -1 (checked), and the caller of `fill`/`drain` guarantees it is open
+    // for the duration of that call, which is the only use of the returned `BorrowedFd` (it
+    // does not escape the call). Were it closed anyway, the kernel answers `EBADF` (rustix
+    // hands the number to the system call unchanged); no memory is involved.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// One non-blocking `splice` of up to `len` bytes from `from` to `to` (both a socket or a
+/// pipe, so no offsets).
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    Ok(rustix::pipe::splice(from, None, to, None, len, flags)?)
 }
 
 #[cfg(test)]
@@ -136,6 +156,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
 
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -175,5 +196,35 @@ mod tests {
         b_in.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"hello splice");
         p.give_back();
+    }
+
+    #[test]
+    fn borrowed_descriptors_and_bad_ones() {
+        let (mut a_out, a_in) = pair();
+        let (b_out, mut b_in) = pair();
+        a_in.set_nonblocking(true).unwrap();
+        b_out.set_nonblocking(true).unwrap();
+        let mut p = Pipe::new().unwrap();
+        assert_eq!(
+            p.fill(-1, 10).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+        assert_eq!(p.pending(), 0);
+        a_out.write_all(b"borrowed").unwrap();
+        let mut n = 0;
+        while n == 0 {
+            match p.fill_from(a_in.as_fd(), 1 << 16) {
+                Ok(m) => n = m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((n, p.pending()), (8, 8));
+        assert_eq!(p.drain(-5).unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(p.drain_into(b_out.as_fd()).unwrap(), 8);
+        assert_eq!(p.pending(), 0);
+        let mut got = [0u8; 8];
+        b_in.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"borrowed");
     }
 }

@@ -15,48 +15,39 @@ pub const WANT_NOFILE: u64 = 1 << 16;
 ///
 /// The error of `getrlimit` or `setrlimit`.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable `rlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
-    if u64::from(lim.rlim_max) < WANT_NOFILE {
-        let want = libc::rlimit {
-            rlim_cur: WANT_NOFILE as libc::rlim_t,
-            rlim_max: WANT_NOFILE as libc::rlim_t,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is RLIM_INFINITY.
+    let value = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    let mut lim = getrlimit(Resource::Nofile);
+    if value(lim.maximum) < WANT_NOFILE {
+        let want = Rlimit {
+            current: Some(WANT_NOFILE),
+            maximum: Some(WANT_NOFILE),
         };
-        // SAFETY: `want` is a valid `rlimit`. Unprivileged, this fails with EPERM and changes
-        // nothing.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+        // Unprivileged, this fails with EPERM and changes nothing.
+        if setrlimit(Resource::Nofile, want).is_ok() {
             lim = want;
         }
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
+    if value(lim.current) < value(lim.maximum) {
+        let want = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
         };
-        // SAFETY: `want` is a valid `rlimit`.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim.rlim_cur = lim.rlim_max;
+        setrlimit(Resource::Nofile, want)?;
+        lim = want;
     }
-    #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
-    Ok(u64::from(lim.rlim_cur))
+    Ok(value(lim.current))
 }
 
 /// Returns whether an `accept` error means the process or system ran out of descriptors or
 /// memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`): the accept loop should back off for a
 /// moment and carry on, not exit.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
     matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Errno::from_io_error(e),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
     )
 }
 
@@ -90,14 +81,19 @@ mod tests {
 
     #[test]
     fn exhaustion_errors() {
-        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(
-            libc::EMFILE
-        )));
-        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(
-            libc::ENFILE
-        )));
-        assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
-            libc::ECONNABORTED
+        for (errno, exhausted) in [
+            (libc::EMFILE, true),
+            (libc::ENFILE, true),
+            (libc::ENOBUFS, true),
+            (libc::ENOMEM, true),
+            (libc::ECONNABORTED, false),
+            (libc::EAGAIN, false),
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert_eq!(is_resource_exhaustion(&e), exhausted, "{e}");
+        }
+        assert!(!is_resource_exhaustion(&io::Error::other(
+            "not an OS error"
         )));
     }
 

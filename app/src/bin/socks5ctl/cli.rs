@@ -19,12 +19,17 @@ Examples:
   socks5ctl -u admin remove-user bob
   socks5ctl -u admin sniffing off               stop recording clear-text credentials
   socks5ctl -u admin set-connection-timeout 60  close connections idle for 60 s
+  socks5ctl -u admin watch                      live view, like top (q quits)
+  socks5ctl -u admin watch -i 5 | tee log       one line every 5 s when not on a terminal
   SOCKS5CTL_USER=admin SOCKS5CTL_PASSWORD=secret socks5ctl -P 9090 --admin-transport tcp current
 
 Exit status:
   0 success, 1 the server refused the request, 2 usage error (bad arguments, no credentials),
   3 authentication failed, 4 connection or I/O error (including timeouts),
-  5 the server's answer broke the protocol (often a --admin-dialect mismatch).";
+  5 the server's answer broke the protocol (often a --admin-dialect mismatch).
+  With --json a failure also prints one JSON object on stdout:
+  {\"ok\": false, \"error\": {\"kind\": \"refused|usage|auth|connection|protocol\",
+   \"message\": \"...\", \"exit\": N}} (a refusal adds the server's \"status\" and \"reason\").";
 
 /// Administration client of the socks5d SOCKS5 proxy.
 ///
@@ -168,6 +173,22 @@ pub(crate) enum Command {
     },
     /// Prints every counter and setting at once (the queries are pipelined).
     Stats,
+    /// Shows counters, rates, settings and the users' open connections live, refreshed every
+    /// --interval; q or Ctrl-C quits. Without a terminal on stdout, prints one line per
+    /// refresh instead (one JSON object per line with --json).
+    Watch(WatchArgs),
+}
+
+/// Options of `watch`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WatchArgs {
+    /// Seconds between refreshes.
+    #[arg(short = 'i', long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    pub(crate) interval: Duration,
+
+    /// Stops after this many refreshes (default: until q, Ctrl-C or the end of stdout).
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
 }
 
 /// on / off.
@@ -177,6 +198,13 @@ pub(crate) enum OnOff {
     On,
     /// Disable.
     Off,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.05..=3600.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err("must be a number of seconds from 0.05 to 3600".into()),
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -212,5 +240,19 @@ mod tests {
         assert!(parse_timeout("0").is_err());
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("nan").is_err());
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("0.01").is_err());
+    }
+
+    #[test]
+    fn watch_defaults() {
+        let c = Cli::try_parse_from(["socks5ctl", "watch"]).unwrap();
+        let Command::Watch(w) = c.command else {
+            panic!("{:?}", c.command)
+        };
+        assert_eq!(w.interval, Duration::from_secs(1));
+        assert_eq!(w.count, None);
+        assert!(Cli::try_parse_from(["socks5ctl", "watch", "-n", "0"]).is_err());
     }
 }

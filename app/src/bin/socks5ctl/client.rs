@@ -2,17 +2,18 @@
 //! requests and responses. Every byte is encoded and decoded by the core's codec.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
-use socks5d_core::admin::msg::{AdminRequest, AdminResponse};
+use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Modify, Query};
 use socks5d_core::admin::Dialect;
 use socks5d_core::{DecodeError, UserPassReply, UserPassRequest};
 
 use crate::Failure;
 use socks5d_cli::args::TransportArg;
+use socks5d_net::sctp;
 
 /// The transport actually used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Sctp => "SCTP",
             Self::Tcp => "TCP",
@@ -42,6 +43,12 @@ pub(crate) struct Client {
     timeout: Duration,
     /// Received bytes not decoded yet.
     input: BytesMut,
+    /// SCTP: `input` ends where an SCTP message ends (no part of a message is still unread).
+    /// A response never spans two messages, so a partial response then proves a mismatch.
+    at_boundary: bool,
+    /// TCP: our sending side is shut down, so the server closes the connection once it has
+    /// answered everything; a partial response at that end proves a mismatch.
+    half_closed: bool,
 }
 
 const HINT_DIALECT: &str = "is --admin-dialect the same as the server's?";
@@ -94,7 +101,19 @@ impl Client {
             peer,
             timeout,
             input: BytesMut::with_capacity(4096),
+            at_boundary: true,
+            half_closed: false,
         })
+    }
+
+    /// The transport in use (with `auto`, the one that worked).
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The server's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// Logs in. Failure::Auth if the server says no.
@@ -109,7 +128,7 @@ impl Client {
         let reply = loop {
             match UserPassReply::decode(&mut self.input) {
                 Ok(Some(r)) => break r,
-                Ok(None) => self.fill("the authentication reply")?,
+                Ok(None) => self.more("the authentication reply", 0)?,
                 Err(e) => {
                     return Err(Failure::Protocol(format!(
                         "unexpected authentication reply from {}: {e} (is this a socks5d \
@@ -119,6 +138,13 @@ impl Client {
                 }
             }
         };
+        if !self.input.is_empty() {
+            return Err(Failure::Protocol(format!(
+                "the server sent {} byte(s) more than the authentication reply (is this a \
+                 socks5d administration port?)",
+                self.input.len()
+            )));
+        }
         match reply.status {
             0x00 => Ok(()),
             0x01 => Err(Failure::Auth(
@@ -135,7 +161,8 @@ impl Client {
         }
     }
 
-    /// Sends `requests` pipelined and returns their responses, in order.
+    /// Sends `requests` pipelined and returns their responses, in order; the connection
+    /// stays open for more.
     ///
     /// Over TCP all requests go out in one write. Over SCTP each request is its own message
     /// (the draft's "different messages"; the original server reads one request per message),
@@ -144,13 +171,54 @@ impl Client {
         &mut self,
         requests: &[AdminRequest],
     ) -> Result<Vec<AdminResponse>, Failure> {
+        self.send_requests(requests)?;
+        self.receive(requests)
+    }
+
+    /// As [`exchange`](Self::exchange), for the last requests of the connection. Over TCP
+    /// the sending side is shut down after the requests, so that the server closes the
+    /// connection once it has answered them: responses that are shorter than this dialect's
+    /// (a dialect mismatch) then end at that close and are reported at once, instead of
+    /// waiting out `--timeout`. Over SCTP, where each response is its own message, the end
+    /// of a message does the same for every exchange.
+    pub(crate) fn exchange_last(
+        mut self,
+        requests: &[AdminRequest],
+    ) -> Result<Vec<AdminResponse>, Failure> {
+        self.send_requests(requests)?;
+        if self.transport == Transport::Tcp {
+            self.sock.shutdown(Shutdown::Write).map_err(|e| {
+                Failure::Connection(format!("cannot shut down the sending side: {e}"))
+            })?;
+            self.half_closed = true;
+        }
+        let responses = self.receive(requests)?;
+        if self.half_closed {
+            // The server closes right after its last response: anything before that close is
+            // more than the responses. (A server that does not close is not waited for beyond
+            // --timeout: the responses are complete.)
+            match self.fill("the end of the connection") {
+                Ok(0) | Err(Failure::Connection(_)) => {}
+                Ok(_) => {
+                    return Err(Failure::Protocol(format!(
+                        "the server sent {} byte(s) more than the responses ({HINT_DIALECT})",
+                        self.input.len()
+                    )))
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        Ok(responses)
+    }
+
+    fn send_requests(&mut self, requests: &[AdminRequest]) -> Result<(), Failure> {
         match self.transport {
             Transport::Tcp => {
                 let mut out = BytesMut::new();
                 for r in requests {
                     r.encode(&mut out);
                 }
-                self.send(&out)?;
+                self.send(&out)
             }
             Transport::Sctp => {
                 for r in requests {
@@ -158,8 +226,13 @@ impl Client {
                     r.encode(&mut out);
                     self.send(&out)?;
                 }
+                Ok(())
             }
         }
+    }
+
+    /// Reads and decodes the responses to `requests`, in order.
+    fn receive(&mut self, requests: &[AdminRequest]) -> Result<Vec<AdminResponse>, Failure> {
         let mut responses = Vec::with_capacity(requests.len());
         for request in requests {
             let response = loop {
@@ -170,8 +243,11 @@ impl Client {
                             "the server sent more than the largest possible response ({HINT_DIALECT})"
                         )))
                     }
-                    Ok(None) => self.fill("a response")?,
-                    Err(e) => return Err(unexpected(e)),
+                    Ok(None) => self.more(
+                        &format!("the response to {}", request_name(request)),
+                        responses.len(),
+                    )?,
+                    Err(e) => return Err(unexpected(e, request)),
                 }
             };
             responses.push(response);
@@ -212,32 +288,70 @@ impl Client {
         }
     }
 
-    /// Reads more bytes into `input`; waiting for `what`.
-    fn fill(&mut self, what: &str) -> Result<(), Failure> {
+    /// Waits for more bytes of `what` (after `answered` responses of this exchange), unless
+    /// the bytes received already prove that it will never come whole: an SCTP message that
+    /// ended inside it, or the end of the connection.
+    fn more(&mut self, what: &str, answered: usize) -> Result<(), Failure> {
+        let partial = !self.input.is_empty();
+        if partial && self.transport == Transport::Sctp && self.at_boundary {
+            return Err(Failure::Protocol(format!(
+                "the server's SCTP message ended inside {what}, after {} byte(s) of it \
+                 ({HINT_DIALECT})",
+                self.input.len()
+            )));
+        }
+        if self.fill(what)? > 0 {
+            return Ok(());
+        }
+        Err(if partial {
+            Failure::Protocol(format!(
+                "the server closed the connection inside {what}, after {} byte(s) of it \
+                 ({HINT_DIALECT})",
+                self.input.len()
+            ))
+        } else if self.half_closed && answered > 0 {
+            // It answered every request it read: fewer answers than requests means the
+            // answers we decoded were longer than the ones it sent.
+            Failure::Protocol(format!(
+                "the server closed the connection before sending {what}, after {answered} \
+                 response(s) ({HINT_DIALECT})"
+            ))
+        } else {
+            Failure::Connection(format!(
+                "the server closed the connection before sending {what}"
+            ))
+        })
+    }
+
+    /// Reads more bytes into `input`, waiting for `what`; returns how many (0 at the end of
+    /// the stream).
+    fn fill(&mut self, what: &str) -> Result<usize, Failure> {
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match self.sock.read(&mut buf) {
-                Ok(0) => {
-                    let mut msg = format!("the server closed the connection before sending {what}");
-                    if !self.input.is_empty() {
-                        msg.push_str(&format!(" in full ({HINT_DIALECT})"));
-                    }
-                    return Err(Failure::Connection(msg));
+            let got = match self.transport {
+                Transport::Tcp => self
+                    .sock
+                    .read(&mut buf)
+                    .inspect(|&n| self.input.extend_from_slice(&buf[..n])),
+                Transport::Sctp => {
+                    sctp::recv_msg(&self.sock, &mut self.input, buf.len()).map(|r| {
+                        self.at_boundary = r.end_of_message || r.len == 0;
+                        r.len
+                    })
                 }
-                Ok(n) => {
-                    self.input.extend_from_slice(&buf[..n]);
-                    return Ok(());
-                }
+            };
+            match got {
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let mut msg = format!(
-                        "no {what} from {}: {}",
+                        "cannot read {what} from {}: {}",
                         self.peer,
                         describe(&e, self.timeout)
                     );
                     if is_timeout(&e) && !self.input.is_empty() {
                         msg.push_str(&format!(
-                            " after {} byte(s) of it ({HINT_DIALECT})",
+                            ", after {} byte(s) of it ({HINT_DIALECT})",
                             self.input.len()
                         ));
                     }
@@ -246,6 +360,36 @@ impl Client {
             }
         }
     }
+}
+
+/// Names a request in messages, with its TYPE and CMD bytes.
+fn request_name(r: &AdminRequest) -> String {
+    let name = match r {
+        AdminRequest::Query(q) => match q {
+            Query::ListUsers => "List Users",
+            Query::HistoricConnections => "Get Total Historic Connections",
+            Query::CurrentConnections => "Get Current Connections",
+            Query::MaxConcurrentConnections => "Get Max. Concurrent Connections",
+            Query::BytesSent => "Get Total Sent Bytes",
+            Query::BytesReceived => "Get Total Received Bytes",
+            Query::UsersConnected => "Get Number of Users Connected",
+            Query::UserCount => "Get Total User Count",
+            Query::BufferSize => "Get I/O Buffer Sizes",
+            Query::SelectorTimeout => "Get Selector Timeout",
+            Query::ConnectionTimeout(_) => "Get Connection Timeout",
+            Query::UserConnections { .. } => "Get User Total Current Connections",
+        },
+        AdminRequest::Modify(m) => match m {
+            Modify::AddUser { .. } => "Add User",
+            Modify::RemoveUser { .. } => "Remove User",
+            Modify::SetSniffing(_) => "Enable/Disable Password Spoofing",
+            Modify::SetCleanup(_) => "Enable/Disable Connection Clean-up Routine",
+            Modify::SetBufferSize(_) => "Set I/O Buffer Sizes",
+            Modify::SetSelectorTimeout(_) => "Set Selector Timeout",
+            Modify::SetConnectionTimeout(_) => "Set Connection Timeout",
+        },
+    };
+    format!("{name} ({:02x} {:02x})", r.request_type() as u8, r.cmd())
 }
 
 /// Opens the socket for `choice`; `auto` falls back to TCP where the kernel has no SCTP.
@@ -261,25 +405,18 @@ fn open(peer: SocketAddr, choice: TransportArg) -> Result<(Socket, Transport), F
     }
     match Socket::new(domain, Type::STREAM, Some(Protocol::SCTP)) {
         Ok(s) => Ok((s, Transport::Sctp)),
-        Err(e) if choice == TransportArg::Auto && no_sctp(&e) => {
+        Err(e) if choice == TransportArg::Auto && sctp::is_unsupported(&e) => {
             eprintln!("socks5ctl: this kernel has no SCTP ({e}); using TCP");
             tcp()
         }
         Err(e) => {
             let mut msg = format!("cannot open an SCTP socket: {e}");
-            if no_sctp(&e) {
+            if sctp::is_unsupported(&e) {
                 msg.push_str(" (this kernel has no SCTP: use --admin-transport tcp or auto)");
             }
             Err(Failure::Connection(msg))
         }
     }
-}
-
-fn no_sctp(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EAFNOSUPPORT)
-    )
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -300,8 +437,9 @@ fn describe(e: &io::Error, timeout: Duration) -> String {
     }
 }
 
-fn unexpected(e: DecodeError) -> Failure {
+fn unexpected(e: DecodeError, request: &AdminRequest) -> Failure {
     Failure::Protocol(format!(
-        "unexpected response from the server: {e} ({HINT_DIALECT})"
+        "unexpected response to {} from the server: {e} ({HINT_DIALECT})",
+        request_name(request)
     ))
 }

@@ -17,6 +17,7 @@ mod cli;
 mod client;
 mod output;
 mod tty;
+mod watch;
 
 use cli::{Cli, Command, OnOff};
 use output::{shown, Rendered};
@@ -24,10 +25,11 @@ use output::{shown, Rendered};
 /// Why a run failed; each kind has its exit status.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The server refused the request (exit 1); `json` is printed on stdout with `--json`.
+    /// The server refused the request (exit 1); `details` (an object: the server's `status`
+    /// and the short `reason`) goes into the JSON error object.
     Refused {
         message: String,
-        json: Option<serde_json::Value>,
+        details: serde_json::Value,
     },
     /// Bad arguments or no credentials (exit 2).
     Usage(String),
@@ -49,38 +51,96 @@ impl Failure {
             Self::Protocol(_) => 5,
         }
     }
+
+    /// The `kind` of the JSON error object.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "refused",
+            Self::Usage(_) => "usage",
+            Self::Auth(_) => "auth",
+            Self::Connection(_) => "connection",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
+    /// The message for people (stderr).
+    fn message(&self) -> String {
+        match self {
+            Self::Refused { message, .. } => message.clone(),
+            Self::Usage(m) | Self::Auth(m) | Self::Connection(m) => m.clone(),
+            Self::Protocol(m) => format!("protocol error: {m}"),
+        }
+    }
+
+    /// The one JSON object printed on stdout with `--json` when a run fails:
+    /// `{"ok": false, "error": {"kind": K, "message": M, "exit": N}}`, where a refusal also
+    /// has the server's `status` and the short `reason` in `error`.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({
+            "kind": self.kind(),
+            "message": self.message(),
+            "exit": self.exit_code(),
+        });
+        if let Self::Refused {
+            details: serde_json::Value::Object(extra),
+            ..
+        } = self
+        {
+            for (k, v) in extra {
+                error[k] = v.clone();
+            }
+        }
+        serde_json::json!({ "ok": false, "error": error })
+    }
 }
 
 const ENV_USER: &str = "SOCKS5CTL_USER";
 const ENV_PASSWORD: &str = "SOCKS5CTL_PASSWORD";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(r) => {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match &cli.command {
+        Command::Watch(w) => watch::run(&cli, w),
+        _ => run(&cli).map(|r| {
             if cli.json {
                 println!("{}", r.json);
             } else {
                 println!("{}", r.human);
             }
-            ExitCode::SUCCESS
-        }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            match &f {
-                Failure::Refused { message, json } => {
-                    if let (true, Some(j)) = (cli.json, json) {
-                        println!("{j}");
-                    }
-                    eprintln!("socks5ctl: {message}");
-                }
-                Failure::Usage(m) | Failure::Auth(m) | Failure::Connection(m) => {
-                    eprintln!("socks5ctl: {m}");
-                }
-                Failure::Protocol(m) => eprintln!("socks5ctl: protocol error: {m}"),
+            if cli.json {
+                println!("{}", f.to_json());
             }
+            eprintln!("socks5ctl: {}", f.message());
             ExitCode::from(f.exit_code())
         }
     }
+}
+
+/// Reports a command line that does not parse: clap's text on stderr (help and version on
+/// stdout, exit 0), and with `--json` among the arguments also the JSON error on stdout.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args_os().skip(1).any(|a| a == "--json") {
+        // clap's first line, without its "error: " and without terminal styling.
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or("invalid arguments");
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        println!("{}", Failure::Usage(message.to_owned()).to_json());
+    }
+    let _ = e.print();
+    ExitCode::from(2)
 }
 
 /// What to do with the responses of a command.
@@ -103,7 +163,7 @@ fn run(cli: &Cli) -> Result<Rendered, Failure> {
         cli.timeout,
     )?;
     client.authenticate(user.as_bytes(), password.as_bytes())?;
-    let responses = client.exchange(&requests)?;
+    let responses = client.exchange_last(&requests)?;
     match answer {
         Answer::Users => output::users(dialect, &responses[0]),
         Answer::Values => output::values(&responses),
@@ -151,6 +211,10 @@ fn plan(command: &Command, dialect: Dialect) -> Result<(Vec<AdminRequest>, Answe
         Command::BufferSize => q(Query::BufferSize),
         Command::SelectorTimeout => q(Query::SelectorTimeout),
         Command::ConnectionTimeout => q(Query::ConnectionTimeout(dialect)),
+        // Dispatched in `main`, never planned as one exchange.
+        Command::Watch(_) => {
+            return Err(Failure::Usage("watch runs until it is stopped".into()));
+        }
         Command::Stats => (
             [
                 Query::HistoricConnections,

@@ -89,11 +89,11 @@ fn json_name(name: &[u8]) -> Value {
 }
 
 /// The error replies any request may get instead of its answer.
-fn not_answered(response: &AdminResponse, what: &str) -> Failure {
+pub(crate) fn not_answered(response: &AdminResponse, what: &str) -> Failure {
     match response {
         AdminResponse::QueryError { status } => Failure::Refused {
             message: format!("{what}: {}", query_error(*status)),
-            json: Some(json!({ "ok": false, "status": status, "error": query_error(*status) })),
+            details: json!({ "status": status, "reason": query_error(*status) }),
         },
         AdminResponse::InvalidType | AdminResponse::InvalidCommand { .. } => Failure::Protocol(
             format!("{what}: the server does not know this request (is --admin-dialect right?)"),
@@ -166,7 +166,14 @@ pub(crate) fn users(dialect: Dialect, response: &AdminResponse) -> Result<Render
     })
 }
 
-fn number(response: &AdminResponse, what: &str) -> Result<(ValueCmd, u64), Failure> {
+/// Returns the JSON key, the label and the text (with its unit) of a numeric answer.
+pub(crate) fn field(cmd: ValueCmd, value: u64) -> (&'static str, &'static str, String) {
+    let (key, label, unit) = describe(cmd);
+    (key, label, value_text(value, &unit))
+}
+
+/// Returns the number a query was answered with, or the failure its error reply means.
+pub(crate) fn number(response: &AdminResponse, what: &str) -> Result<(ValueCmd, u64), Failure> {
     match response {
         AdminResponse::Value { cmd, value } => Ok((*cmd, *value)),
         other => Err(not_answered(other, what)),
@@ -208,7 +215,7 @@ pub(crate) fn user_connections(name: &str, response: &AdminResponse) -> Result<R
         } => {
             return Err(Failure::Refused {
                 message: format!("{what}: no such user (invalid parameter)"),
-                json: Some(json!({ "ok": false, "status": 0xFE, "error": "invalid parameter" })),
+                details: json!({ "status": 0xFE, "reason": "invalid parameter" }),
             })
         }
         r => number(r, &what)?,
@@ -270,7 +277,7 @@ pub(crate) fn modification(
     let error = refusal(*cmd, dialect, *status);
     Err(Failure::Refused {
         message: format!("{attempt}: {error}"),
-        json: Some(json!({ "ok": false, "status": status, "error": error })),
+        details: json!({ "status": status, "reason": error }),
     })
 }
 

@@ -1,50 +1,42 @@
-//! Prompts on the controlling terminal (`/dev/tty`), with echo off for passwords.
+//! Prompts on the controlling terminal (`/dev/tty`); passwords with echo off, through
+//! `rpassword`.
+//!
+//! rpassword reads the password in raw mode and answers Ctrl-C by raising SIGINT while the
+//! terminal is still without echo; with SIGINT's default action the process would die before
+//! rpassword restores the settings, leaving the shell without echo (seen with rpassword
+//! 7.5.4). So while it prompts, SIGINT does nothing (signal-hook's conditional default,
+//! disarmed): rpassword then returns `Interrupted`, restores the terminal, and the prompt
+//! ends as cancelled. Outside the prompt SIGINT keeps its default action.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// True while SIGINT should act as by default (terminate); false during a no-echo prompt.
+/// `None` if the handler could not be installed (SIGINT then keeps its plain default).
+static SIGINT_DEFAULT: OnceLock<Option<Arc<AtomicBool>>> = OnceLock::new();
+
+/// Runs `f` with SIGINT deferred (see the module docs).
+fn without_sigint<T>(f: impl FnOnce() -> T) -> T {
+    let flag = SIGINT_DEFAULT.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(true));
+        signal_hook::flag::register_conditional_default(signal_hook::consts::SIGINT, flag.clone())
+            .ok()
+            .map(|_| flag)
+    });
+    if let Some(flag) = flag {
+        flag.store(false, Ordering::SeqCst);
+    }
+    let out = f();
+    if let Some(flag) = flag {
+        flag.store(true, Ordering::SeqCst);
+    }
+    out
+}
 
 /// The longest answer accepted (a password or user name is at most 255 bytes).
 const MAX_ANSWER: usize = 1024;
-
-/// Restores the terminal's settings when dropped (also on an error path).
-struct EchoOff<'a> {
-    tty: &'a File,
-    saved: libc::termios,
-}
-
-impl<'a> EchoOff<'a> {
-    fn new(tty: &'a File) -> io::Result<Self> {
-        let fd = tty.as_raw_fd();
-        // SAFETY: `termios` is plain data, fully written by a successful tcgetattr; `fd` is an
-        // open descriptor owned by `tty`, which outlives this guard.
-        let saved = unsafe {
-            let mut t = std::mem::zeroed::<libc::termios>();
-            if libc::tcgetattr(fd, &mut t) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            t
-        };
-        let mut quiet = saved;
-        // No echo; and Ctrl-C arrives as a byte (0x03), so that an interrupt cannot leave the
-        // terminal without echo: the prompt sees it, restores the settings and gives up.
-        quiet.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ISIG);
-        // SAFETY: as above; `quiet` is a valid termios derived from the current settings.
-        if unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &quiet) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { tty, saved })
-    }
-}
-
-impl Drop for EchoOff<'_> {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read in `new` on the same open descriptor.
-        unsafe {
-            libc::tcsetattr(self.tty.as_raw_fd(), libc::TCSAFLUSH, &self.saved);
-        }
-    }
-}
 
 /// Why a prompt gave no answer.
 #[derive(Debug)]
@@ -65,19 +57,25 @@ pub(crate) fn ask(prompt: &str, secret: bool) -> Result<String, PromptError> {
         .write(true)
         .open("/dev/tty")
         .map_err(|_| PromptError::NoTerminal)?;
+    if secret {
+        drop(tty);
+        let answer =
+            without_sigint(|| rpassword::prompt_password(prompt)).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::Interrupted => PromptError::Cancelled,
+                _ => PromptError::Io(e),
+            })?;
+        if answer.len() > MAX_ANSWER {
+            return Err(PromptError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "answer too long",
+            )));
+        }
+        return Ok(answer);
+    }
     tty.write_all(prompt.as_bytes())
         .and_then(|()| tty.flush())
         .map_err(PromptError::Io)?;
-    let line = if secret {
-        let guard = EchoOff::new(&tty).map_err(PromptError::Io)?;
-        let line = read_line(&tty);
-        drop(guard);
-        // The user's Enter was not echoed.
-        let _ = tty.write_all(b"\n");
-        line?
-    } else {
-        read_line(&tty)?
-    };
+    let line = read_line(&tty)?;
     String::from_utf8(line).map_err(|_| {
         PromptError::Io(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -100,7 +98,7 @@ fn read_line(mut tty: &File) -> Result<Vec<u8>, PromptError> {
             }
             Ok(_) => match byte[0] {
                 b'\n' | b'\r' => return Ok(line),
-                // Ctrl-C (with ISIG off) or Ctrl-D.
+                // Ctrl-C or Ctrl-D arriving as bytes (a terminal in raw mode).
                 0x03 | 0x04 => return Err(PromptError::Cancelled),
                 b => {
                     if line.len() >= MAX_ANSWER {
