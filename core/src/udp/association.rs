@@ -329,8 +329,7 @@ impl Association {
         match victim {
             Some(host) => {
                 self.names.remove(&host);
-                // The cached earliest deadline may now be early: a spurious wake-up at most,
-                // which `expire` corrects.
+                self.next_deadline = self.names.values().map(Name::deadline).min();
                 true
             }
             None => false,

@@ -51,8 +51,8 @@ pub struct Header {
 }
 
 impl Header {
-    /// The shortest encoding, in bytes: RSV, FRAG, an IPv4 address and port.
-    pub const MIN_LEN: usize = 3 + 1 + 4 + 2;
+    /// The shortest encoding, in bytes: RSV, FRAG, a one-byte domain name and port.
+    pub const MIN_LEN: usize = 3 + 1 + 1 + 1 + 2;
     /// The longest encoding, in bytes: RSV, FRAG, then the longest address (a 255-byte name).
     pub const MAX_LEN: usize = 3 + TargetAddr::MAX_LEN;
     /// Offset of ATYP.
