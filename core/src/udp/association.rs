@@ -36,6 +36,52 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The destinations sent to, least recently used first out, in O(log n) per operation.
+#[derive(Debug, Default)]
+struct Destinations {
+    /// Each destination's latest use.
+    last_use: BTreeMap<Key, u64>,
+    /// The inverse of `last_use`: destinations by use, oldest first.
+    by_use: BTreeMap<u64, Key>,
+    uses: u64,
+}
+
+impl Destinations {
+    fn len(&self) -> usize {
+        debug_assert_eq!(self.last_use.len(), self.by_use.len());
+        self.last_use.len()
+    }
+
+    /// Marks `k` as just used; returns false (and changes nothing) if it is unknown.
+    fn refresh(&mut self, k: &Key) -> bool {
+        let Some(used) = self.last_use.get_mut(k) else {
+            return false;
+        };
+        self.by_use.remove(used);
+        self.uses += 1;
+        *used = self.uses;
+        self.by_use.insert(self.uses, *k);
+        true
+    }
+
+    /// Adds `k` (or marks it as just used), forgetting the least recently used destination
+    /// if more than `max` would be remembered.
+    fn insert(&mut self, k: Key, max: usize) {
+        if self.refresh(&k) {
+            return;
+        }
+        while self.len() >= max {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                return; // max is zero: remember nothing
+            };
+            self.last_use.remove(&oldest);
+        }
+        self.uses += 1;
+        self.last_use.insert(k, self.uses);
+        self.by_use.insert(self.uses, k);
+    }
+}
+
 /// A cached or pending domain name.
 #[derive(Debug)]
 enum Name {
@@ -88,9 +134,8 @@ pub struct Association {
     /// The client's source address as last reported by the driver.
     client_seen: Option<SocketAddr>,
     limits: UdpLimits,
-    /// Destinations sent to, with a use counter for least-recently-used eviction.
-    destinations: BTreeMap<Key, u64>,
-    uses: u64,
+    /// Destinations sent to.
+    destinations: Destinations,
     names: BTreeMap<Bytes, Name>,
     /// The earliest deadline of `names`.
     next_deadline: Option<Instant>,
@@ -117,8 +162,7 @@ impl Association {
             client_port: (port != 0).then_some(port),
             client_seen: None,
             limits,
-            destinations: BTreeMap::new(),
-            uses: 0,
+            destinations: Destinations::default(),
             names: BTreeMap::new(),
             next_deadline: None,
             events: VecDeque::new(),
@@ -137,9 +181,7 @@ impl Association {
         let from_client_ip = ip == self.client_ip;
         if from_client_ip && self.client_port == Some(port) {
             self.on_client(now, from, &datagram);
-        } else if let Some(used) = self.destinations.get_mut(&(ip, port)) {
-            self.uses += 1;
-            *used = self.uses;
+        } else if self.destinations.refresh(&(ip, port)) {
             self.on_reply(from, datagram);
         } else if from_client_ip && self.client_port.is_none() {
             // No destination exists before the client's port is known: nothing has been sent.
@@ -251,19 +293,8 @@ impl Association {
             self.drop_from_client(DropReason::BadDestination);
             return;
         }
-        let k = key(to);
-        self.uses += 1;
-        if !self.destinations.contains_key(&k)
-            && self.destinations.len() >= self.limits.max_destinations
-        {
-            let oldest = self.destinations.iter().min_by_key(|(_, used)| **used);
-            if let Some((&oldest, _)) = oldest {
-                self.destinations.remove(&oldest);
-            }
-        }
-        if self.limits.max_destinations > 0 {
-            self.destinations.insert(k, self.uses);
-        }
+        self.destinations
+            .insert(key(to), self.limits.max_destinations);
         self.stats.to_remote.add(payload.len());
         self.events.push_back(UdpEvent::ToRemote { to, payload });
     }

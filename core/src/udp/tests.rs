@@ -794,6 +794,15 @@ fn destinations_are_bounded_least_recently_used_first() {
     assert_eq!(f.reply(b, b"late"), [dropped(DropReason::Foreign, b)]);
     assert_eq!(f.reply(a, b"r"), [client(CLIENT, a, b"r")]);
     assert_eq!(f.reply(c, b"r"), [client(CLIENT, c, b"r")]);
+    // Remembering none: no reply is accepted.
+    let limits = UdpLimits {
+        max_destinations: 0,
+        ..UdpLimits::default()
+    };
+    let mut f = fixture(CONTROL, ip("0.0.0.0:5000"), limits);
+    assert_eq!(f.send(CLIENT, &ip(a), b"q"), [remote(a, b"q")]);
+    assert_eq!(f.a.stats().destinations, 0);
+    assert_eq!(f.reply(a, b"r"), [dropped(DropReason::Foreign, a)]);
 }
 
 #[test]
