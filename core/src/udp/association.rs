@@ -189,6 +189,9 @@ impl Association {
         } else {
             self.count_drop(DropReason::Foreign, from);
         }
+        // A zero `resolve_timeout` expires the resolution just started: the next deadline
+        // must stay in the future.
+        self.handle_timeout(now);
     }
 
     /// Reports the answer to [`UdpEvent::Resolve`] for `host`: the addresses in the

@@ -175,8 +175,8 @@ pub enum Op {
 ///
 /// Options: bits 0-1 the request's DST (`0.0.0.0:0`, `0.0.0.0:5000`, `[::]:0`, the name
 /// `c.example` port 5000); bit 2 the control connection's address in IPv4-mapped form; bit 3
-/// small limits (so that every bound is reached); bit 4 with small limits, failures are not
-/// remembered at all.
+/// small limits (so that every bound is reached); with small limits, bit 4: failures are not
+/// remembered at all, bit 5: resolutions time out at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     /// See the type docs.
@@ -310,7 +310,7 @@ pub fn udp_association(data: &[u8]) {
             max_names: 2,
             name_ttl: Duration::from_millis(1000),
             negative_ttl: Duration::from_millis(if o & 16 != 0 { 0 } else { 500 }),
-            resolve_timeout: Duration::from_millis(2000),
+            resolve_timeout: Duration::from_millis(if o & 32 != 0 { 0 } else { 2000 }),
             max_queued: 3,
             max_queued_bytes: 64,
         }

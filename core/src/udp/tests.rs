@@ -857,3 +857,41 @@ fn every_datagram_is_accounted_for() {
         assert!(!r.to_string().is_empty());
     }
 }
+
+#[test]
+fn zero_durations_keep_the_deadline_in_the_future() {
+    let limits = UdpLimits {
+        name_ttl: Duration::ZERO,
+        negative_ttl: Duration::ZERO,
+        resolve_timeout: Duration::ZERO,
+        ..UdpLimits::default()
+    };
+    let mut f = fixture(CONTROL, ip("0.0.0.0:5000"), limits);
+    // The resolution is asked for and times out at once; nothing is remembered.
+    assert_eq!(
+        f.send(CLIENT, &name("a.example", 53), b"1"),
+        [
+            resolve("a.example", 53),
+            dropped(DropReason::ResolveFailed, CLIENT)
+        ]
+    );
+    assert_eq!(f.a.poll_timeout(), None);
+    assert_eq!(f.a.stats().names, 0);
+    assert_eq!(f.resolved("a.example", Ok(vec![sa("192.0.2.1:0")])), []);
+    // With a resolver that answers in the same instant, the answer is used once.
+    let limits = UdpLimits {
+        name_ttl: Duration::ZERO,
+        ..UdpLimits::default()
+    };
+    let mut f = fixture(CONTROL, ip("0.0.0.0:5000"), limits);
+    f.send(CLIENT, &name("a.example", 53), b"1");
+    assert_eq!(
+        f.resolved("a.example", Ok(vec![sa("192.0.2.1:0")])),
+        [remote("192.0.2.1:53", b"1")]
+    );
+    assert_eq!(f.a.poll_timeout(), None);
+    assert_eq!(
+        f.send(CLIENT, &name("a.example", 53), b"2"),
+        [resolve("a.example", 53)]
+    );
+}
