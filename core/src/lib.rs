@@ -102,6 +102,7 @@ pub mod sniff;
 pub mod socks5;
 pub mod state;
 pub mod timer;
+pub mod udp;
 
 pub use codec::{UserPassReply, UserPassRequest};
 pub use error::{CloseReason, DecodeError, ProtocolError};
