@@ -7,5 +7,6 @@
 
 pub mod harness;
 pub mod peers;
+pub mod probe_peers;
 pub mod script;
 pub mod strategies;
