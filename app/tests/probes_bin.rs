@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The `--runtime` values the binary accepts.
-const RUNTIMES: &[&str] = &["tokio", "async-std"];
+const RUNTIMES: &[&str] = &["tokio", "smol", "async-std"];
 
 /// Kills the server when the probe ends, however it ends.
 struct Server {

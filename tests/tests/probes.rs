@@ -387,7 +387,7 @@ fn add_bulky_users(srv: &TestServer) {
         assert_eq!(name.len(), 250);
         let m = Mutation::AddUser {
             name: Bytes::from(name),
-            password: Bytes::from_static(b"pw"),
+            password: Bytes::from_static(b"pw").into(),
             privilege: Privilege::User,
         };
         assert_eq!(srv.state.apply(None, &m), Outcome::Applied);
