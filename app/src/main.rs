@@ -40,7 +40,8 @@ fn main() -> ExitCode {
     }
 
     let defaults = ServerOptions::default();
-    let max_connections = plan_descriptors(cli.max_connections, defaults.max_admin_connections);
+    let admin_sockets = defaults.max_admin_connections + defaults.max_unauthenticated_admin;
+    let max_connections = plan_descriptors(cli.max_connections, admin_sockets);
     let options = ServerOptions {
         dialect: cli.admin_dialect.into(),
         admin_transport: cli.admin_transport.into(),
@@ -53,9 +54,9 @@ fn main() -> ExitCode {
 }
 
 /// Raises the open-file limit and plans it ([`Budget`]): how many SOCKS connections to serve
-/// at once (the operator's number, with a warning if the limit cannot hold it, else two fifths
-/// of the descriptors left after a reserve, at most 10 000), and how many relay pipes may be
-/// in use at once (the rest; the relay copies when none is free).
+/// at once (the operator's number, with a warning if the limit cannot hold it, else two
+/// descriptors each of what is left after a reserve, at most 10 000), and how many relay pipes
+/// may be in use at once (the rest; the relay copies when none is free).
 fn plan_descriptors(asked: Option<usize>, admin_sockets: usize) -> usize {
     let budget = match socks5d_net::sys::raise_nofile_limit() {
         Ok(limit) => {
