@@ -190,6 +190,29 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = parse_seconds)]
     pub(crate) selector_timeout: u8,
 
+    /// A relay one of whose directions has ended (half-close), with no byte moved for this
+    /// many seconds (1 to 255), is closed, whether the clean-up is on or off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = parse_seconds)]
+    pub(crate) half_close_timeout: u8,
+
+    /// Most administrator sessions at once (logged in). Connections that have not logged in
+    /// yet have a pool of their own (--max-unauthenticated-admin) and never take these.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = parse_max_connections)]
+    pub(crate) max_admin_connections: usize,
+
+    /// Most admin connections that have not logged in yet; when full, the oldest of them is
+    /// closed to make room, so sockets held open cannot lock an administrator out.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = parse_max_connections)]
+    pub(crate) max_unauthenticated_admin: usize,
+
+    /// Answers BIND requests with 0x07 (command not supported). BIND is served by default.
+    #[arg(long)]
+    pub(crate) no_bind: bool,
+
+    /// Answers UDP ASSOCIATE requests with 0x07 (command not supported). Served by default.
+    #[arg(long)]
+    pub(crate) no_udp: bool,
+
     /// Async runtime.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
     pub(crate) runtime: RuntimeArg,

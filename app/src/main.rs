@@ -39,7 +39,14 @@ fn main() -> ExitCode {
         return ExitCode::from(USAGE);
     }
 
-    let defaults = ServerOptions::default();
+    let defaults = ServerOptions {
+        max_admin_connections: cli.max_admin_connections,
+        max_unauthenticated_admin: cli.max_unauthenticated_admin,
+        half_close_timeout: std::time::Duration::from_secs(u64::from(cli.half_close_timeout)),
+        allow_bind: !cli.no_bind,
+        allow_udp: !cli.no_udp,
+        ..ServerOptions::default()
+    };
     let admin_sockets = defaults.max_admin_connections + defaults.max_unauthenticated_admin;
     let max_connections = plan_descriptors(cli.max_connections, admin_sockets);
     let options = ServerOptions {

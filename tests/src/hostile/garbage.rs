@@ -192,9 +192,21 @@ enum Outcome {
     },
 }
 
+/// Where the garbage comes from: another loopback address than the good client's and the
+/// administrator's (127.0.0.1). Garbage that happens to be a well-formed failed login delays
+/// later logins from its address (the login back-off); the attacker is not the operator.
+const ATTACKER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// Connects to `addr` from `from` (port chosen by the kernel).
+async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from, 0))?;
+    s.connect(addr).await
+}
+
 async fn one(addr: SocketAddr, admin: bool, bytes: Vec<u8>, permits: Arc<Semaphore>) -> Outcome {
     let _permit = permits.acquire_owned().await.expect("semaphore open");
-    let Ok(mut s) = TcpStream::connect(addr).await else {
+    let Ok(mut s) = connect_from(ATTACKER, addr).await else {
         return Outcome::ConnectFailed;
     };
     // The server may close (even reset) before taking everything: that is an answer too.
