@@ -213,6 +213,11 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) no_udp: bool,
 
+    /// The address the UDP ASSOCIATE reply tells clients to send to (behind NAT or a load
+    /// balancer). Default: the address the client reached the proxy on.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) udp_advertise: Option<std::net::IpAddr>,
+
     /// Async runtime.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
     pub(crate) runtime: RuntimeArg,

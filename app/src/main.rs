@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         half_close_timeout: std::time::Duration::from_secs(u64::from(cli.half_close_timeout)),
         allow_bind: !cli.no_bind,
         allow_udp: !cli.no_udp,
+        udp_advertise: cli.udp_advertise,
         ..ServerOptions::default()
     };
     let admin_sockets = defaults.max_admin_connections + defaults.max_unauthenticated_admin;

@@ -48,20 +48,26 @@ pub async fn write_with<S: Socket, T>(
 }
 
 /// Reads once (up to `max` bytes) and appends to `buf`; `Ok(0)` is end of stream.
+/// Cancel-safe: `buf` only ever grows by bytes read (the only await is the readiness wait).
 ///
 /// # Errors
 ///
 /// The error of `read`.
 pub async fn read_buf<S: Socket>(s: &S, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + max, 0);
-    let r = read_with(s, |sock| {
-        let mut sock: &socket2::Socket = sock;
-        sock.read(&mut buf[start..])
-    })
-    .await;
-    buf.truncate(start + *r.as_ref().unwrap_or(&0));
-    r
+    loop {
+        let start = buf.len();
+        buf.resize(start + max, 0);
+        let r = s.try_read_io(|sock| {
+            let mut sock: &socket2::Socket = sock;
+            sock.read(&mut buf[start..])
+        });
+        buf.truncate(start + *r.as_ref().unwrap_or(&0));
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.readable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
 }
 
 /// Writes all of `data`.

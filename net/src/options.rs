@@ -85,6 +85,9 @@ pub struct ServerOptions {
     pub allow_bind: bool,
     /// Whether UDP ASSOCIATE (RFC 1928 §7) is served; `0x07` otherwise.
     pub allow_udp: bool,
+    /// The address the UDP ASSOCIATE reply advertises (behind NAT or a load balancer); by
+    /// default the control connection's local address, where the relay socket is bound.
+    pub udp_advertise: Option<std::net::IpAddr>,
     /// On shutdown, how long to wait for open connections to finish closing.
     pub shutdown_grace: Duration,
 }
@@ -100,6 +103,7 @@ impl Default for ServerOptions {
             half_close_timeout: Duration::from_secs(60),
             allow_bind: true,
             allow_udp: true,
+            udp_advertise: None,
             shutdown_grace: Duration::from_secs(2),
         }
     }

@@ -28,6 +28,7 @@ use crate::{io as sio, listen, AdminTransport, LogSink, ServerOptions, StdoutSin
 
 mod admin;
 mod socks;
+mod udp;
 
 pub use admin::serve_admin_connection;
 pub use socks::serve_socks_connection;

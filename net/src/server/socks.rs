@@ -16,7 +16,7 @@ use socks5d_core::logfmt;
 use socks5d_core::socks5::{self, Attempt, HandshakeLimits, Socks5Handshake};
 use socks5d_core::state::ConnKind;
 
-use super::{closed, Shared};
+use super::{closed, udp, Shared};
 use crate::io::{self as sio, LINGER};
 use crate::runtime::{race, Raced, Runtime, Socket};
 use crate::{listen, relay, unix_time, Tap};
@@ -72,8 +72,7 @@ pub async fn serve_socks_connection<R: Runtime>(
     let conn = shared.state.open(ConnKind::Proxy, rt.now());
     let limits = HandshakeLimits {
         allow_bind: shared.options.allow_bind,
-        // The UDP relay is not served by this driver yet: answered 0x07.
-        allow_udp: false,
+        allow_udp: shared.options.allow_udp,
         ..HandshakeLimits::default()
     };
     let mut hs = Socks5Handshake::new(rt.now(), limits);
@@ -107,6 +106,9 @@ pub async fn serve_socks_connection<R: Runtime>(
             replied = true;
         }
         let mut established = None;
+        let mut associated = None;
+        // Set when an event was answered at once (a `handle_*` call): its output goes first.
+        let mut answered = false;
         while let Some(ev) = hs.poll_event() {
             match ev {
                 socks5::Event::Resolve { host, port } => {
@@ -129,13 +131,18 @@ pub async fn serve_socks_connection<R: Runtime>(
                         addr
                     });
                     hs.handle_listening(rt.now(), r.map_err(|e| e.kind()));
+                    answered = true;
                 }
                 socks5::Event::BindUdp => {
-                    let r = bind_udp(&client).map(|(u, addr)| {
+                    let r = bind_udp(&client).map(|(u, mut addr)| {
                         p.udp = Some(u);
+                        if let Some(ip) = shared.options.udp_advertise {
+                            addr.set_ip(ip);
+                        }
                         addr
                     });
                     hs.handle_udp_bound(rt.now(), r.map_err(|e| e.kind()));
+                    answered = true;
                 }
                 socks5::Event::Replied { target: t, code } => {
                     let user = conn.user().map(|u| &u[..]);
@@ -143,6 +150,9 @@ pub async fn serve_socks_connection<R: Runtime>(
                         .log
                         .access(&logfmt::access_line(unix_time(), user, peer, &t, code));
                     target = Some(t);
+                }
+                socks5::Event::Associated { client: expected } => {
+                    associated = Some(expected);
                 }
                 socks5::Event::Established { attempt, leftover } => {
                     let dest = match attempt {
@@ -165,6 +175,22 @@ pub async fn serve_socks_connection<R: Runtime>(
                 _ => {}
             }
         }
+        if let Some(expected) = associated {
+            let Some(relay) = p.udp.take() else {
+                tracing::error!(%peer, "UDP association without a relay socket");
+                return Ok(());
+            };
+            drop(p);
+            // The success reply was produced with this event: it goes out first.
+            while let Some(b) = hs.poll_transmit() {
+                match race(rt, closed(&conn), None, sio::write_all(&client, &b)).await {
+                    Raced::Io(r) => r?,
+                    _ => return Ok(()),
+                }
+                conn.record_sent(rt.now(), b.len());
+            }
+            return udp::associate(shared, &mut hs, &conn, &client, peer, relay, expected).await;
+        }
         if let Some((leftover, dest)) = established {
             let Some(dest) = dest else {
                 // The core named a socket the driver never had: a core bug, not peer input.
@@ -172,6 +198,9 @@ pub async fn serve_socks_connection<R: Runtime>(
                 return Ok(());
             };
             break 'handshake (leftover, dest);
+        }
+        if answered {
+            continue;
         }
         let deadline = hs.poll_timeout();
         let idle = p.busy() || client_eof;
