@@ -58,6 +58,8 @@ struct Pending {
     idle: bool,
     /// Every sink handle is gone: the writer writes what is left and ends.
     closed: bool,
+    /// The writer has written everything and ended.
+    finished: bool,
 }
 
 impl Default for StdoutSink {
@@ -71,7 +73,23 @@ impl Drop for StdoutSink {
         // The writer holds one reference; the last handle tells it to finish.
         if Arc::strong_count(&self.shared) == 2 {
             lock(&self.shared.lines).closed = true;
-            self.shared.wake.notify_one();
+            self.shared.wake.notify_all();
+            // Wait (a moment, not forever: stdout may be stuck) for what is queued to be
+            // written, as the process may exit right after.
+            let until = std::time::Instant::now() + Duration::from_secs(1);
+            let mut p = lock(&self.shared.lines);
+            while !p.finished {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                p = self
+                    .shared
+                    .wake
+                    .wait_timeout(p, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
         }
     }
 }
@@ -141,6 +159,8 @@ fn writer(q: &Queue, out: impl Write) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if p.count == 0 && p.closed {
+                p.finished = true;
+                q.wake.notify_all();
                 return;
             }
         }
