@@ -98,6 +98,7 @@ pub mod guard;
 #[cfg(feature = "_test_exports")]
 pub mod fuzzing;
 pub mod logfmt;
+pub mod proxy_protocol;
 pub mod sniff;
 pub mod socks5;
 pub mod state;

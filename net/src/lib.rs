@@ -18,6 +18,7 @@
 //! - [`LogSink`]: where access-log and credentials-log lines go ([`StdoutSink`]: a writer
 //!   thread behind a bounded queue, so a stuck stdout never blocks a connection).
 //! - [`Tap`]: what a relay does with each chunk it moves (counting, sniffing, logging).
+//! - [`metrics`]: Prometheus metrics and the `GET /metrics` server (`--metrics ADDR`).
 //! - [`budget`]: how many connections and relay pipes fit in the open-file limit.
 //! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion and backing off.
 //!
@@ -33,6 +34,7 @@ pub mod budget;
 pub mod io;
 pub mod listen;
 mod log;
+pub mod metrics;
 mod options;
 pub mod relay;
 pub mod runtime;
