@@ -218,6 +218,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub(crate) udp_advertise: Option<std::net::IpAddr>,
 
+    /// Serves Prometheus metrics over HTTP at ADDR:PORT (`GET /metrics`). Off by default; no
+    /// authentication, so keep it on loopback or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+
     /// Async runtime.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
     pub(crate) runtime: RuntimeArg,

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use clap::Parser;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
 use socks5d_net::budget::Budget;
-use socks5d_net::{Listeners, ServerOptions, Shared};
+use socks5d_net::metrics::{serve_metrics, Metrics};
+use socks5d_net::{Listener, Listeners, ServerOptions, Shared};
 
 mod cli;
 
@@ -58,7 +59,12 @@ fn main() -> ExitCode {
     };
     let socks_addr = SocketAddr::new(cli.listen, cli.port);
     let admin_addr = SocketAddr::new(cli.admin_listen, cli.admin_port);
-    run(cli.runtime, state, options, socks_addr, admin_addr)
+    let addrs = Addrs {
+        socks: socks_addr,
+        admin: admin_addr,
+        metrics: cli.metrics,
+    };
+    run(cli.runtime, state, options, addrs)
 }
 
 /// Raises the open-file limit and plans it ([`Budget`]): how many SOCKS connections to serve
@@ -164,29 +170,31 @@ fn random_password() -> std::io::Result<String> {
 
 /// Starts the chosen runtime and serves on it until SIGINT or SIGTERM. Serving is [`serve`],
 /// written once; each runtime only says how it starts.
-fn run(
-    runtime: RuntimeArg,
-    state: Arc<State>,
-    options: ServerOptions,
-    socks_addr: SocketAddr,
-    admin_addr: SocketAddr,
-) -> ExitCode {
+fn run(runtime: RuntimeArg, state: Arc<State>, options: ServerOptions, a: Addrs) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
         RuntimeArg::Tokio => {
-            socks5d_tokio::block_on(None, |rt| serve(rt, s, o, socks_addr, admin_addr))
+            socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a))
                 .unwrap_or_else(|e| {
                     eprintln!("socks5d: cannot start the tokio runtime: {e}");
                     ExitCode::FAILURE
                 })
         }
         RuntimeArg::Smol => {
-            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, socks_addr, admin_addr))
+            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a))
         }
         RuntimeArg::AsyncStd => {
-            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, socks_addr, admin_addr))
+            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a))
         }
     }
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    socks: SocketAddr,
+    admin: SocketAddr,
+    metrics: Option<SocketAddr>,
 }
 
 /// Binds the listeners on `rt` and serves until SIGINT or SIGTERM.
@@ -194,9 +202,9 @@ async fn serve<R: socks5d_net::Runtime>(
     rt: R,
     state: Arc<State>,
     options: ServerOptions,
-    socks_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    a: Addrs,
 ) -> ExitCode {
+    let (socks_addr, admin_addr) = (a.socks, a.admin);
     let transport = options.admin_transport;
     let listeners = match Listeners::bind(&rt, socks_addr, admin_addr, transport) {
         Ok(l) => l,
@@ -213,8 +221,38 @@ async fn serve<R: socks5d_net::Runtime>(
         runtime = ?rt,
         "socks5d listening"
     );
-    let shared = Shared::new(rt, state, options);
-    socks5d_net::run(listeners, shared, shutdown_signal()).await;
+    let mut shared = Shared::new(rt.clone(), state.clone(), options);
+    let metrics = match a.metrics {
+        None => None,
+        Some(addr) => match Listener::bind(&rt, addr) {
+            Ok(l) => {
+                tracing::info!(metrics = %addr, "serving Prometheus metrics at /metrics");
+                let m = Arc::new(Metrics::new());
+                shared = shared.with_metrics(m.clone());
+                Some((l, m))
+            }
+            Err(e) => {
+                eprintln!("socks5d: cannot listen for metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // One shutdown signal for the server and the metrics endpoint.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let signal = async move {
+        shutdown_signal().await;
+        drop(stop);
+    };
+    let wait = |rx: async_channel::Receiver<()>| async move {
+        let _ = rx.recv().await;
+    };
+    let server = socks5d_net::run(listeners, shared, wait(stopped.clone()));
+    let metrics = async {
+        if let Some((l, m)) = metrics {
+            serve_metrics(&rt, l, m, state, wait(stopped)).await;
+        }
+    };
+    futures_lite::future::zip(signal, futures_lite::future::zip(server, metrics)).await;
     ExitCode::SUCCESS
 }
 

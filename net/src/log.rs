@@ -15,6 +15,10 @@ pub trait LogSink: Send + Sync + 'static {
     fn access(&self, line: &str);
     /// One credentials-log line (one per credential seen).
     fn credential(&self, line: &str);
+    /// Lines dropped so far because the sink could not keep up (for the metrics).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 impl std::fmt::Debug for dyn LogSink {
@@ -193,6 +197,10 @@ impl LogSink for StdoutSink {
 
     fn credential(&self, line: &str) {
         self.line(line);
+    }
+
+    fn dropped(&self) -> u64 {
+        Self::dropped(self)
     }
 }
 

@@ -149,7 +149,7 @@ async fn one_way<T: Socket>(
     loop {
         src.readable().await?;
         let burst = if cfg!(target_os = "linux") && !no_pipe && !tap.sniffing() {
-            splice_burst(src, dst, tap, now).await?
+            splice_burst(src, dst, tap, now, dir == Direction::ServerToClient).await?
         } else {
             copy_burst(src, dst, tap, buf_size, now, dir, !no_pipe).await?
         };
@@ -204,7 +204,7 @@ async fn copy_burst<T: Socket>(
             Direction::ClientToServer => tap.from_client(now(), chunk),
             Direction::ServerToClient => tap.from_server(now(), chunk),
         }
-        write_all(dst, chunk, tap, now).await?;
+        write_all(dst, chunk, tap, now, dir == Direction::ServerToClient).await?;
         if may_splice && cfg!(target_os = "linux") && !tap.sniffing() {
             return Ok(Burst::Switch);
         }
@@ -216,6 +216,7 @@ async fn write_all<T: Socket>(
     mut chunk: &[u8],
     tap: &Tap<'_>,
     now: &(dyn Fn() -> Instant + Sync),
+    to_client: bool,
 ) -> io::Result<()> {
     while !chunk.is_empty() {
         match dst.try_write_io(|s| {
@@ -224,7 +225,7 @@ async fn write_all<T: Socket>(
         }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(m) => {
-                tap.wrote(now(), m);
+                tap.wrote_to(now(), m, to_client);
                 chunk = &chunk[m..];
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
@@ -243,6 +244,7 @@ async fn splice_burst<T: Socket>(
     dst: &T,
     tap: &Tap<'_>,
     now: &(dyn Fn() -> Instant + Sync),
+    to_client: bool,
 ) -> io::Result<Burst> {
     use crate::splice::Pipe;
     let Some(permit) = PipePermit::take() else {
@@ -274,7 +276,7 @@ async fn splice_burst<T: Socket>(
         tap.received(now(), n);
         while pipe.pending() > 0 {
             match dst.try_write_io(|_| pipe.drain(to)) {
-                Ok(m) => tap.wrote(now(), m),
+                Ok(m) => tap.wrote_to(now(), m, to_client),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The pipe still holds bytes: it is closed on drop, not pooled.
@@ -294,6 +296,7 @@ async fn splice_burst<T: Socket>(
     _dst: &T,
     _tap: &Tap<'_>,
     _now: &(dyn Fn() -> Instant + Sync),
+    _to_client: bool,
 ) -> io::Result<Burst> {
     Ok(Burst::NoPipe)
 }

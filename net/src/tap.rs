@@ -9,6 +9,7 @@ use socks5d_core::sniff::Sniffer;
 use socks5d_core::socks5::TargetAddr;
 use socks5d_core::state::Connection;
 
+use crate::metrics::{Direction, Metrics};
 use crate::LogSink;
 
 /// Returns the time since the Unix epoch, for log lines (zero if the clock is before 1970).
@@ -40,6 +41,7 @@ pub struct Tap<'a> {
     last_ms: AtomicU64,
     /// One direction has passed its end of stream on (TCP half-close).
     half_closed: AtomicBool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<'a> Tap<'a> {
@@ -61,6 +63,7 @@ impl<'a> Tap<'a> {
             base: now,
             last_ms: AtomicU64::new(0),
             half_closed: AtomicBool::new(false),
+            metrics: None,
         }
     }
 
@@ -127,6 +130,27 @@ impl<'a> Tap<'a> {
     pub fn wrote(&self, now: Instant, n: usize) {
         self.touch(now);
         self.conn.record_sent(now, n);
+    }
+
+    /// `n` bytes written to the client (`to_client`) or to the destination: as
+    /// [`Tap::wrote`], and counted by direction in the metrics.
+    pub fn wrote_to(&self, now: Instant, n: usize, to_client: bool) {
+        self.wrote(now, n);
+        if let Some(m) = &self.metrics {
+            let dir = if to_client {
+                Direction::Download
+            } else {
+                Direction::Upload
+            };
+            m.bytes(dir, n as u64);
+        }
+    }
+
+    /// Counts into `metrics` too.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn sniff(&self, data: &[u8], feed: fn(&mut Sniffer, &[u8])) {

@@ -23,6 +23,7 @@ use socks5d_core::admin::Framing;
 use socks5d_core::guard::{AdmissionPool, LoginThrottle};
 use socks5d_core::state::{CloseCause, Connection, State};
 
+use crate::metrics::Metrics;
 use crate::runtime::{race, Raced, Runtime, Socket};
 use crate::{io as sio, listen, AdminTransport, LogSink, ServerOptions, StdoutSink};
 
@@ -53,6 +54,8 @@ pub struct Shared<R: Runtime> {
     pub admin_throttle: Arc<LoginThrottle>,
     /// Back-off after failed SOCKS5 logins, per address and user name.
     pub socks_throttle: Arc<LoginThrottle>,
+    /// Prometheus metrics, when served (`--metrics`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl<R: Runtime> Clone for Shared<R> {
@@ -66,6 +69,7 @@ impl<R: Runtime> Clone for Shared<R> {
             admin_sessions: self.admin_sessions.clone(),
             admin_throttle: self.admin_throttle.clone(),
             socks_throttle: self.socks_throttle.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -83,7 +87,15 @@ impl<R: Runtime> Shared<R> {
             socks_throttle: Arc::new(LoginThrottle::new(options.login_backoff)),
             options: Arc::new(options),
             log: Arc::new(StdoutSink::default()),
+            metrics: None,
         }
+    }
+
+    /// Counts into `metrics` (served by [`crate::metrics::serve_metrics`]).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Replaces the log sink.
@@ -389,6 +401,7 @@ pub async fn serve_admin<R: Runtime>(
 pub async fn housekeeping<R: Runtime>(shared: Shared<R>, shutdown: impl Future<Output = ()>) {
     let rt = &shared.rt;
     let mut shutdown = pin!(shutdown);
+    let mut reported_drops = 0;
     loop {
         let secs = shared.state.settings().selector_timeout().max(1);
         let next = rt.now() + Duration::from_secs(u64::from(secs));
@@ -396,6 +409,11 @@ pub async fn housekeeping<R: Runtime>(shared: Shared<R>, shutdown: impl Future<O
         match race(rt, shutdown.as_mut(), Some(next), pending).await {
             Raced::Deadline => {
                 let now = rt.now();
+                if let Some(m) = &shared.metrics {
+                    let dropped = shared.log.dropped();
+                    m.log_lines_dropped(dropped.saturating_sub(reported_drops));
+                    reported_drops = dropped;
+                }
                 shared.admin_throttle.sweep(now);
                 shared.socks_throttle.sweep(now);
                 let n = shared.state.sweep(now);

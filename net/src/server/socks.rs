@@ -76,7 +76,10 @@ pub async fn serve_socks_connection<R: Runtime>(
         allow_udp: shared.options.allow_udp,
         ..HandshakeLimits::default()
     };
-    let mut hs = Socks5Handshake::new(rt.now(), limits);
+    let accepted = rt.now();
+    let mut hs = Socks5Handshake::new(accepted, limits);
+    // The command being carried out, for the metrics (known once it asks for I/O).
+    let mut command: Option<socks5::Command> = None;
     let mut rbuf = BytesMut::new();
     let mut p: Pending<'_, R> = Pending {
         resolving: None,
@@ -148,6 +151,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                     p.resolving = Some(rt.resolve(host, port));
                 }
                 socks5::Event::Dial { attempt, addr } => {
+                    command = Some(socks5::Command::Connect);
                     tracing::debug!(%peer, %addr, ?attempt, "dialling");
                     p.dials
                         .push((attempt, Box::pin(sio::connect_tcp(rt, addr))));
@@ -157,6 +161,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                     p.connected.retain(|(a, _)| *a != attempt);
                 }
                 socks5::Event::Listen => {
+                    command = Some(socks5::Command::Bind);
                     let r = bind_listener(rt, &client).map(|(l, addr)| {
                         p.listener = Some(l);
                         addr
@@ -165,6 +170,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                     answered = true;
                 }
                 socks5::Event::BindUdp => {
+                    command = Some(socks5::Command::UdpAssociate);
                     let r = bind_udp(&client).map(|(u, mut addr)| {
                         p.udp = Some(u);
                         if let Some(ip) = shared.options.udp_advertise {
@@ -176,6 +182,12 @@ pub async fn serve_socks_connection<R: Runtime>(
                     answered = true;
                 }
                 socks5::Event::Replied { target: t, code } => {
+                    if let Some(m) = &shared.metrics {
+                        m.replied(command, code);
+                        if target.is_none() {
+                            m.handshake_latency(rt.now().saturating_duration_since(accepted));
+                        }
+                    }
                     let user = conn.user().map(|u| &u[..]);
                     shared
                         .log
@@ -183,9 +195,19 @@ pub async fn serve_socks_connection<R: Runtime>(
                     target = Some(t);
                 }
                 socks5::Event::Associated { client: expected } => {
+                    if let Some(m) = &shared.metrics {
+                        m.connection_opened(socks5::Command::UdpAssociate);
+                    }
                     associated = Some(expected);
                 }
                 socks5::Event::Established { attempt, leftover } => {
+                    if let Some(m) = &shared.metrics {
+                        m.connection_opened(if attempt.is_some() {
+                            socks5::Command::Connect
+                        } else {
+                            socks5::Command::Bind
+                        });
+                    }
                     let dest = match attempt {
                         Some(a) => p
                             .connected
@@ -322,7 +344,8 @@ pub async fn serve_socks_connection<R: Runtime>(
         tracing::error!(%peer, "SOCKS handshake established without a reply");
         return Ok(());
     };
-    let tap = Tap::new(rt.now(), &conn, target, shared.log.clone());
+    let tap =
+        Tap::new(rt.now(), &conn, target, shared.log.clone()).with_metrics(shared.metrics.clone());
     // Client bytes read with the handshake belong to the destination: what the core gave
     // back, then anything it left unconsumed in the buffer.
     for chunk in [&leftover[..], &rbuf[..]] {
@@ -334,7 +357,7 @@ pub async fn serve_socks_connection<R: Runtime>(
             Raced::Io(r) => r?,
             _ => return Ok(()),
         }
-        tap.wrote(rt.now(), chunk.len());
+        tap.wrote_to(rt.now(), chunk.len(), false);
     }
     if client_eof {
         let _ = dest.get().shutdown(std::net::Shutdown::Write);
