@@ -49,7 +49,8 @@ peers_install() {
       fast-socks5)
         if [ ! -x "$peers/bin/fast-socks5-server" ]; then
           srv_log "cargo install fast-socks5 $FAST_SOCKS5_VERSION --example server (into $peers)"
-          cargo install -q --locked --root "$peers" --version "$FAST_SOCKS5_VERSION" \
+          # --force: cargo may remember an install whose binary has been renamed or removed.
+          cargo install -q --locked --force --root "$peers" --version "$FAST_SOCKS5_VERSION" \
             fast-socks5 --example server
           # The example is called `server`: give it a name that says what it is.
           mv "$peers/bin/server" "$peers/bin/fast-socks5-server"
@@ -58,7 +59,7 @@ peers_install() {
       merino)
         if [ ! -x "$peers/bin/merino" ]; then
           srv_log "cargo install merino $MERINO_VERSION (into $peers)"
-          cargo install -q --locked --root "$peers" --version "$MERINO_VERSION" merino
+          cargo install -q --locked --force --root "$peers" --version "$MERINO_VERSION" merino
         fi
         ;;
     esac

@@ -209,3 +209,19 @@ pub(crate) fn print(files: &[PathBuf], baseline: Option<&str>) -> Result<(), Str
     println!("(ratios in parentheses are relative to {})", all[base].name);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_rr_keys() {
+        assert_eq!(size(1024), "1K");
+        assert_eq!(size(256 << 10), "256K");
+        assert_eq!(size(3 << 20), "3M");
+        assert_eq!(size(1000), "1000");
+        let v = serde_json::json!({"request_bytes": 1024, "response_bytes": 16384});
+        assert_eq!(rr_key(&v), Some((1024, 16384)));
+        assert_eq!(rr_key(&serde_json::json!({"request_bytes": 1})), None);
+    }
+}
