@@ -44,7 +44,7 @@ pub mod sys;
 mod tap;
 
 pub use listen::{bind_admin, bind_tcp};
-pub use log::{LogSink, StdoutSink, LOG_QUEUE};
+pub use log::{LogSink, StdoutSink, LOG_BATCH, LOG_QUEUE};
 pub use options::{AdminTransport, ParseAdminTransportError, ServerOptions};
 pub use runtime::{Runtime, Socket};
 pub use server::{run, AdminListener, Listener, Listeners, Shared};

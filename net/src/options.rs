@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use socks5d_core::admin::Dialect;
+use socks5d_core::guard::ThrottlePolicy;
 
 /// Which transport the admin listener uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +91,9 @@ pub struct ServerOptions {
     pub udp_advertise: Option<std::net::IpAddr>,
     /// On shutdown, how long to wait for open connections to finish closing.
     pub shutdown_grace: Duration,
+    /// The back-off after failed logins (admin: per address; SOCKS5: per address and user
+    /// name): 1 s doubling to 60 s by default.
+    pub login_backoff: ThrottlePolicy,
 }
 
 impl Default for ServerOptions {
@@ -104,6 +108,7 @@ impl Default for ServerOptions {
             allow_bind: true,
             allow_udp: true,
             udp_advertise: None,
+            login_backoff: ThrottlePolicy::default(),
             shutdown_grace: Duration::from_secs(2),
         }
     }

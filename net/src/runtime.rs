@@ -41,12 +41,11 @@ pub trait Runtime: std::fmt::Debug + Clone + Send + Sync + 'static {
     fn register(&self, socket: socket2::Socket) -> io::Result<Self::Socket>;
 
     /// Resolves `host` to addresses with `port`, without blocking the runtime's workers.
-    fn resolve(
-        &self,
-        host: String,
-        port: u16,
-    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static;
+    fn resolve(&self, host: String, port: u16) -> Resolving;
 }
+
+/// A name resolution in flight (boxed: one allocation is nothing next to a lookup).
+pub type Resolving = std::pin::Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
 /// A non-blocking socket registered with a runtime's reactor.
 ///

@@ -140,14 +140,75 @@ fn admin_over_sctp(rt: Runtime) {
     );
     assert_eq!(srv.state.user_count(), 3);
 
-    // A request split over two messages is discarded, not joined.
-    c.send(&[0x00]);
-    c.send(&encode(&[AdminRequest::Query(Query::SelectorTimeout)]));
+    // A request split over two messages is joined (PROTOCOL.md: requests are reassembled
+    // across SCTP message boundaries, as the original server reads its association).
+    let q = AdminRequest::Query(Query::SelectorTimeout);
+    let bytes = encode(std::slice::from_ref(&q));
+    c.send(&bytes[..1]);
+    c.send(&bytes[1..]);
     assert_eq!(
-        c.recv_response(&AdminRequest::Query(Query::SelectorTimeout)),
+        c.recv_response(&q),
         AdminResponse::Value {
             cmd: ValueCmd::SelectorTimeout,
             value: 5
+        }
+    );
+}
+
+/// Issue "like the original where its clients notice": the authentication one byte per SCTP
+/// message, then two queries split across three messages, are all answered; after an unknown
+/// TYPE in the middle of a message, the next message is served.
+fn requests_span_sctp_messages(rt: Runtime) {
+    let srv = start(rt, AdminTransport::Sctp);
+    let c = SctpClient::connect(srv.admin);
+    for b in peers::userpass("admin", "adminpw") {
+        c.send(&[b]);
+    }
+    assert_eq!(c.recv(), [0x01, 0x00]);
+    let reqs = [
+        AdminRequest::Query(Query::UserCount),
+        AdminRequest::Query(Query::BufferSize),
+    ];
+    let bytes = encode(&reqs);
+    // `00 07 00 | 08`, split so both queries are cut: three messages.
+    c.send(&bytes[..1]);
+    c.send(&bytes[1..3]);
+    c.send(&bytes[3..]);
+    assert_eq!(
+        c.recv_response(&reqs[0]),
+        AdminResponse::Value {
+            cmd: ValueCmd::UserCount,
+            value: 2
+        }
+    );
+    assert_eq!(
+        c.recv_response(&reqs[1]),
+        AdminResponse::Value {
+            cmd: ValueCmd::BufferSize,
+            value: 16384
+        }
+    );
+    // A query, an unknown TYPE, then bytes that would be a query: the first is answered, the
+    // unknown TYPE gets `FF FF`, the rest of that message is discarded; the next message is
+    // served.
+    let mut msg = encode(&reqs[..1]);
+    msg.push(0x7E);
+    msg.extend(encode(&reqs[1..]));
+    c.send(&msg);
+    assert_eq!(
+        c.recv_response(&reqs[0]),
+        AdminResponse::Value {
+            cmd: ValueCmd::UserCount,
+            value: 2
+        }
+    );
+    assert_eq!(c.recv(), [0xFF, 0xFF]);
+    c.send(&encode(&reqs[1..]));
+    assert_eq!(
+        c.recv_response(&reqs[1]),
+        AdminResponse::Value {
+            cmd: ValueCmd::BufferSize,
+            value: 16384
         }
     );
 }
@@ -234,6 +295,7 @@ macro_rules! scenarios {
                 auto_uses_sctp_when_the_kernel_has_it,
                 shutdown_closes_sctp_sessions,
                 every_admin_command_over_sctp,
+                requests_span_sctp_messages,
             );
         )*
     };

@@ -43,13 +43,13 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_io::{Async, Timer};
 
+pub use socks5d_net::runtime::Resolving;
 pub use socks5d_net::server::{
     housekeeping, run, serve_admin, serve_admin_connection, serve_socks, serve_socks_connection,
 };
@@ -113,13 +113,8 @@ macro_rules! async_io_runtime {
             Async::new_nonblocking(socket).map(AsyncSocket)
         }
 
-        #[allow(clippy::manual_async_fn)] // `async fn` would borrow `self`: not `'static`
-        fn resolve(
-            &self,
-            host: String,
-            port: u16,
-        ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static {
-            async move { async_net::resolve((host.as_str(), port)).await }
+        fn resolve(&self, host: String, port: u16) -> Resolving {
+            Box::pin(async move { async_net::resolve((host.as_str(), port)).await })
         }
     };
 }

@@ -42,12 +42,12 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+pub use socks5d_net::runtime::Resolving;
 pub use socks5d_net::server::{
     housekeeping, run, serve_admin, serve_admin_connection, serve_socks, serve_socks_connection,
 };
@@ -93,13 +93,8 @@ impl Runtime for Tokio {
         Ok(TokioSocket(unsafe { AsyncFd::register(socket) }?))
     }
 
-    #[allow(clippy::manual_async_fn)] // `async fn` would borrow `self`: not `'static`
-    fn resolve(
-        &self,
-        host: String,
-        port: u16,
-    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static {
-        async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) }
+    fn resolve(&self, host: String, port: u16) -> Resolving {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
     }
 }
 

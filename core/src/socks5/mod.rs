@@ -277,6 +277,8 @@ pub struct Socks5Handshake {
     timers: TimerTable,
     /// Client bytes after the request, for the destination.
     early: BytesMut,
+    /// The RFC 1929 login checked by the last `handle_input`, until polled.
+    login: Option<(Bytes, bool)>,
 }
 
 impl Socks5Handshake {
@@ -291,6 +293,7 @@ impl Socks5Handshake {
             events: VecDeque::with_capacity(EVENTS_CAPACITY),
             timers,
             early: BytesMut::new(),
+            login: None,
         }
     }
 
@@ -531,6 +534,16 @@ impl Socks5Handshake {
         self.events.pop_front()
     }
 
+    /// Returns, once, the RFC 1929 login that the last [`handle_input`](Self::handle_input)
+    /// checked: the user name as sent and whether it was accepted. Its reply is in the pending
+    /// output, so a driver that delays failed logins (`socks5d_core::guard::LoginThrottle`)
+    /// asks for this before it writes what [`poll_transmit`](Self::poll_transmit) returns.
+    /// Never carries the password.
+    #[must_use]
+    pub fn poll_login(&mut self) -> Option<(Bytes, bool)> {
+        self.login.take()
+    }
+
     /// Returns the next deadline: the handshake timeout, the next connection attempt or an
     /// attempt's deadline, the BIND accept deadline; `None` once the session
     /// [`is_done`](Self::is_done).
@@ -607,6 +620,7 @@ impl Socks5Handshake {
                 let user = &input[2..2 + ulen];
                 let password = &input[3 + ulen..len];
                 let ok = conn.authenticate(user, password, Privilege::User);
+                self.login = Some((Bytes::copy_from_slice(user), ok));
                 (len, (!ok).then_some(ProtocolError::AuthFailed))
             }
             Ok(None) => return false,

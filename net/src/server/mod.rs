@@ -79,8 +79,8 @@ impl<R: Runtime> Shared<R> {
             state,
             admin_pool: Arc::new(AdmissionPool::new(options.max_unauthenticated_admin)),
             admin_sessions: Arc::new(Semaphore::new(options.max_admin_connections.max(1))),
-            admin_throttle: Arc::default(),
-            socks_throttle: Arc::default(),
+            admin_throttle: Arc::new(LoginThrottle::new(options.login_backoff)),
+            socks_throttle: Arc::new(LoginThrottle::new(options.login_backoff)),
             options: Arc::new(options),
             log: Arc::new(StdoutSink::default()),
         }

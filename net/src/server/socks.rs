@@ -12,6 +12,7 @@ use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Type};
+use socks5d_core::guard::{Slot, ThrottleKey};
 use socks5d_core::logfmt;
 use socks5d_core::socks5::{self, Attempt, HandshakeLimits, Socks5Handshake};
 use socks5d_core::state::ConnKind;
@@ -88,7 +89,37 @@ pub async fn serve_socks_connection<R: Runtime>(
     let mut client_eof = false;
     let mut replied = false;
     let mut target = None;
+    let handshake_deadline = rt.now() + HandshakeLimits::default().handshake_timeout;
     let (leftover, dest): (Bytes, R::Socket) = 'handshake: loop {
+        // A checked login: the back-off decides when its reply (pending output) may go.
+        if let Some((user, ok)) = hs.poll_login() {
+            let key = ThrottleKey::Socks(peer.ip(), &user);
+            let at = match shared
+                .socks_throttle
+                .begin_attempt(rt.now(), key, handshake_deadline)
+            {
+                Slot::Refused(_) => {
+                    tracing::debug!(%peer, "SOCKS login refused by the back-off: closing");
+                    return Ok(());
+                }
+                Slot::Now => None,
+                Slot::At(t) => Some(t),
+            };
+            if ok {
+                let _ = shared.socks_throttle.record_success(key);
+            } else {
+                let note = shared.socks_throttle.record_failure(rt.now(), key);
+                if note.log {
+                    tracing::info!(%peer, user = %String::from_utf8_lossy(&user), failures = note.failures, suppressed = note.suppressed, "SOCKS login failed");
+                }
+            }
+            if let Some(t) = at {
+                let pending = std::future::pending::<()>();
+                if let Raced::Close(_) = race(rt, closed(&conn), Some(t), pending).await {
+                    return Ok(());
+                }
+            }
+        }
         while let Some(b) = hs.poll_transmit() {
             match race(
                 rt,
@@ -114,7 +145,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                 socks5::Event::Resolve { host, port } => {
                     // The core asks only for UTF-8 names.
                     let host = String::from_utf8_lossy(&host).into_owned();
-                    p.resolving = Some(Box::pin(rt.resolve(host, port)));
+                    p.resolving = Some(rt.resolve(host, port));
                 }
                 socks5::Event::Dial { attempt, addr } => {
                     tracing::debug!(%peer, %addr, ?attempt, "dialling");

@@ -84,7 +84,7 @@ pub(super) async fn associate<R: Runtime>(
                 }
                 UdpEvent::Resolve { host, port } => {
                     let name = String::from_utf8_lossy(&host).into_owned();
-                    resolving.push((host, Box::pin(rt.resolve(name, port))));
+                    resolving.push((host, rt.resolve(name, port)));
                 }
                 UdpEvent::Dropped { reason, from } => {
                     tracing::trace!(%peer, %from, %reason, "UDP datagram dropped");
