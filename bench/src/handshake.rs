@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::socks::{self, Credentials};
-use crate::{procfs, Server};
+use crate::{procfs, stats, Server};
 
 /// Settings of one handshake run.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub(crate) struct Report {
     /// Server CPU time (user + system, whole process tree) per successful handshake.
     pub(crate) server_cpu_us_per_handshake: Option<f64>,
     pub(crate) server_cpu_seconds: Option<f64>,
+    /// Share of that CPU time spent in user space (utime / (utime + stime)).
+    pub(crate) server_user_share: Option<f64>,
 }
 
 async fn cycle(
@@ -97,7 +99,7 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
                 let t = Instant::now();
                 match tokio::time::timeout(cycle_timeout, cycle(proxy, creds.as_ref(), echo)).await
                 {
-                    Ok(Ok(())) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Ok(Ok(())) => lat.push(stats::micros(t.elapsed())),
                     Ok(Err(e)) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());
@@ -124,21 +126,13 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = server.pid.and_then(|pid| procfs::cpu_ticks(pid).ok());
-    lat.sort_unstable();
     let n = lat.len() as u64;
-    let pct = |q: f64| -> f64 {
-        if lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
-        f64::from(lat[i])
-    };
-    let cpu_secs = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => {
-            Some(b.saturating_sub(a) as f64 / procfs::clock_ticks_per_sec() as f64)
-        }
+    let l = stats::Latency::of(&mut lat);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b.since(a)),
         _ => None,
     };
+    let cpu_secs = cpu.map(procfs::CpuTicks::seconds);
     Report {
         concurrency: p.concurrency,
         handshakes: n,
@@ -146,10 +140,11 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
         first_error,
         seconds: secs,
         per_sec: n as f64 / secs,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        max_us: lat.last().map_or(f64::NAN, |v| f64::from(*v)),
+        p50_us: l.p50_us,
+        p99_us: l.p99_us,
+        max_us: l.max_us,
         server_cpu_us_per_handshake: cpu_secs.filter(|_| n > 0).map(|c| c * 1e6 / n as f64),
         server_cpu_seconds: cpu_secs,
+        server_user_share: cpu.and_then(procfs::CpuTicks::user_share),
     }
 }

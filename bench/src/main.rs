@@ -1,7 +1,7 @@
 //! `socks5d-loadgen`: measures a SOCKS5 server on loopback (handshake rate and latency, server
 //! CPU per handshake, relay throughput against direct transfers, server memory per idle
-//! proxied connection, and admin requests per second for socks5d), with its own loopback
-//! destinations. Every run is bounded in time and in traffic, and talks only to loopback.
+//! proxied connection, request/response exchanges, UDP relay rate, and admin requests per
+//! second for socks5d), with its own loopback destinations. Every run is bounded in time and in traffic, and talks only to loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +16,12 @@ mod handshake;
 mod idle;
 mod procfs;
 mod relay;
+mod rr;
 mod socks;
+mod stats;
 mod table;
 mod targets;
+mod udp;
 
 /// The server under test.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of `All` costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Handshakes per second and latency of the full cycle (connect, greet, authenticate,
     /// CONNECT, echo 32 bytes, close), and the server's CPU time per handshake.
@@ -59,6 +64,21 @@ enum Cmd {
         #[command(flatten)]
         idle: IdleArgs,
     },
+    /// Request/response: C connections each looping "send a request, read an N-byte
+    /// response", one run per response size; exchanges/s, latency, server CPU per exchange.
+    Rr {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        rr: RrArgs,
+    },
+    /// UDP relay: datagrams/s and MiB/s through UDP ASSOCIATE vs direct.
+    Udp {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        udp: UdpArgs,
+    },
     /// Admin requests per second over one pipelined TCP connection (socks5d only).
     Admin {
         #[command(flatten)]
@@ -67,7 +87,7 @@ enum Cmd {
         admin: AdminArgs,
     },
     /// Every measurement above: idle first (best on a freshly started server), then
-    /// handshake, relay and admin (admin only with --admin).
+    /// handshake, relay, rr, udp and admin (admin only with --admin).
     All {
         #[command(flatten)]
         common: Common,
@@ -78,8 +98,13 @@ enum Cmd {
         #[command(flatten)]
         idle: IdleArgs,
         #[command(flatten)]
+        rr: RrArgs,
+        #[command(flatten)]
+        udp: UdpArgs,
+        #[command(flatten)]
         admin: AdminArgs,
-        /// Measurements to leave out: handshake, relay, idle, admin (comma separated).
+        /// Measurements to leave out: handshake, relay, idle, rr, udp, admin (comma
+        /// separated).
         #[arg(long, value_delimiter = ',')]
         skip: Vec<String>,
     },
@@ -168,6 +193,41 @@ struct IdleArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+struct RrArgs {
+    /// Connections, each doing one exchange at a time.
+    #[arg(long, default_value_t = 32)]
+    rr_connections: usize,
+    /// Bytes per request (suffixes K, M: binary units; at least 8).
+    #[arg(long, default_value = "1K", value_parser = parse_size32)]
+    rr_request: u32,
+    /// Response sizes, one run each (comma separated; suffixes K, M).
+    #[arg(long, value_delimiter = ',', default_value = "1K,16K,256K", value_parser = parse_size32)]
+    rr_responses: Vec<u32>,
+    /// Seconds per response size.
+    #[arg(long, default_value_t = 3.0)]
+    rr_secs: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct UdpArgs {
+    /// Parallel flows (one socket and one association each).
+    #[arg(long, default_value_t = 4)]
+    udp_flows: usize,
+    /// DATA bytes per datagram (at least 12).
+    #[arg(long, default_value_t = 1200)]
+    udp_payload: usize,
+    /// Datagrams in flight per flow.
+    #[arg(long, default_value_t = 32)]
+    udp_window: usize,
+    /// Seconds per arm (direct, then proxied).
+    #[arg(long, default_value_t = 3.0)]
+    udp_secs: f64,
+    /// Milliseconds without an echo after which a flow's datagrams in flight count as lost.
+    #[arg(long, default_value_t = 100)]
+    udp_loss_timeout_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
 struct AdminArgs {
     /// Admin port (server started with `--admin-transport tcp`).
     #[arg(long)]
@@ -205,6 +265,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mul).ok_or_else(|| format!("{s}: too large"))
 }
 
+fn parse_size32(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_size(s)?).map_err(|_| format!("{s}: too large"))
+}
+
 /// Everything one invocation measured against one server.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Results {
@@ -215,6 +279,10 @@ pub(crate) struct Results {
     pub(crate) relay: Option<serde_json::Value>,
     #[serde(default)]
     pub(crate) idle: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) rr: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) udp: Option<serde_json::Value>,
     pub(crate) admin: Option<serde_json::Value>,
 }
 
@@ -241,7 +309,23 @@ struct Plan {
     hs: Option<HandshakeArgs>,
     relay: Option<RelayArgs>,
     idle: Option<IdleArgs>,
+    rr: Option<RrArgs>,
+    udp: Option<UdpArgs>,
     admin: Option<AdminArgs>,
+}
+
+impl Plan {
+    fn new(common: Common) -> Self {
+        Self {
+            common,
+            hs: None,
+            relay: None,
+            idle: None,
+            rr: None,
+            udp: None,
+            admin: None,
+        }
+    }
 }
 
 async fn execute(plan: Plan) -> Result<Results, String> {
@@ -258,7 +342,7 @@ async fn execute(plan: Plan) -> Result<Results, String> {
     let child = targets::spawn_child(c.threads)
         .await
         .map_err(|e| format!("starting the destinations: {e}"))?;
-    let (echo, bulk) = (child.echo, child.bulk);
+    let (echo, bulk, rr_addr, udp_echo) = (child.echo, child.bulk, child.rr, child.udp);
     let mut out = Results {
         name: c.name.clone(),
         proxy: c.proxy.to_string(),
@@ -319,6 +403,44 @@ async fn execute(plan: Plan) -> Result<Results, String> {
         }
         out.relay = Some(to_value(&r));
     }
+    if let Some(a) = &plan.rr {
+        let p = rr::Params {
+            connections: a.rr_connections.max(1),
+            request: a.rr_request,
+            responses: a.rr_responses.clone(),
+            duration: secs(a.rr_secs),
+            exchange_timeout: Duration::from_secs(10),
+        };
+        rr::check(&p)?;
+        for r in rr::run(&server, rr_addr, &p).await {
+            if !c.json {
+                print_rr(&r);
+            }
+            out.rr.push(to_value(&r));
+        }
+    }
+    if let Some(a) = &plan.udp {
+        if a.udp_payload < udp::SEQ_LEN || a.udp_payload > 65_000 {
+            return Err(format!(
+                "--udp-payload must be {}..=65000 bytes",
+                udp::SEQ_LEN
+            ));
+        }
+        let p = udp::Params {
+            flows: a.udp_flows.max(1),
+            payload: a.udp_payload,
+            window: a.udp_window.max(1),
+            duration: secs(a.udp_secs),
+            loss_timeout: Duration::from_millis(a.udp_loss_timeout_ms.max(1)),
+        };
+        let r = udp::run(&server, udp_echo, &p)
+            .await
+            .map_err(|e| format!("udp: {e}"))?;
+        if !c.json {
+            print_udp(&r);
+        }
+        out.udp = Some(to_value(&r));
+    }
     if let Some(a) = &plan.admin {
         if let Some(addr) = a.admin {
             check_loopback(addr, "--admin")?;
@@ -365,9 +487,68 @@ fn print_handshake(r: &handshake::Report) {
     );
     if let Some(cpu) = r.server_cpu_us_per_handshake {
         println!(
-            "  server CPU: {:.2} s total, {cpu:.1} µs per handshake",
-            r.server_cpu_seconds.unwrap_or(0.0)
+            "  server CPU: {:.2} s total, {cpu:.1} µs per handshake, {} in user space",
+            r.server_cpu_seconds.unwrap_or(0.0),
+            percent(r.server_user_share)
         );
+    }
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1} %", v * 100.0))
+}
+
+fn print_rr(r: &rr::Report) {
+    println!(
+        "rr: {} B request, {} B response, {}/{} connections: {} exchanges in {:.2} s: {:.0}/s ({:.1} MiB/s of responses), p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, {} errors{}",
+        r.request_bytes,
+        r.response_bytes,
+        r.established,
+        r.connections,
+        r.exchanges,
+        r.seconds,
+        r.per_sec,
+        r.response_mib_per_sec,
+        r.p50_us,
+        r.p99_us,
+        r.max_us,
+        r.errors,
+        r.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+    if let Some(cpu) = r.server_cpu_us_per_exchange {
+        println!(
+            "  server CPU: {:.2} s total, {cpu:.1} µs per exchange, {} in user space",
+            r.server_cpu_seconds.unwrap_or(0.0),
+            percent(r.server_user_share)
+        );
+    }
+}
+
+fn print_udp(r: &udp::Report) {
+    let arm = |a: &udp::Arm| {
+        format!(
+            "{:.0} datagrams/s, {:.1} MiB/s ({} sent, {} echoed, {} lost, {} late, {} bad in {:.2} s)",
+            a.datagrams_per_sec, a.mib_per_sec, a.sent, a.received, a.lost, a.late, a.bad, a.seconds
+        )
+    };
+    println!(
+        "udp: {} flows × window {}, {} B datagrams: direct {}",
+        r.flows,
+        r.window,
+        r.payload_bytes,
+        arm(&r.direct)
+    );
+    if let Some(p) = &r.proxied {
+        println!("  proxied {}, ratio {}", arm(p), opt(r.ratio, 3));
+    }
+    if let Some(cpu) = r.server_cpu_us_per_datagram {
+        println!(
+            "  server CPU: {cpu:.2} µs per datagram echoed, {} in user space",
+            percent(r.server_user_share)
+        );
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
     }
 }
 
@@ -455,40 +636,42 @@ fn main() -> ExitCode {
         Cmd::Handshake { common, hs } => (
             Plan {
                 hs: Some(hs),
-                relay: None,
-                idle: None,
-                admin: None,
-                common: common.clone(),
+                ..Plan::new(common.clone())
             },
             common.json,
         ),
         Cmd::Relay { common, relay } => (
             Plan {
-                hs: None,
                 relay: Some(relay),
-                idle: None,
-                admin: None,
-                common: common.clone(),
+                ..Plan::new(common.clone())
             },
             common.json,
         ),
         Cmd::Idle { common, idle } => (
             Plan {
-                hs: None,
-                relay: None,
                 idle: Some(idle),
-                admin: None,
-                common: common.clone(),
+                ..Plan::new(common.clone())
+            },
+            common.json,
+        ),
+        Cmd::Rr { common, rr } => (
+            Plan {
+                rr: Some(rr),
+                ..Plan::new(common.clone())
+            },
+            common.json,
+        ),
+        Cmd::Udp { common, udp } => (
+            Plan {
+                udp: Some(udp),
+                ..Plan::new(common.clone())
             },
             common.json,
         ),
         Cmd::Admin { common, admin } => (
             Plan {
-                hs: None,
-                relay: None,
-                idle: None,
                 admin: Some(admin),
-                common: common.clone(),
+                ..Plan::new(common.clone())
             },
             common.json,
         ),
@@ -497,15 +680,27 @@ fn main() -> ExitCode {
             hs,
             relay,
             idle,
+            rr,
+            udp,
             admin,
             skip,
         } => {
+            const KNOWN: [&str; 6] = ["handshake", "relay", "idle", "rr", "udp", "admin"];
+            if let Some(bad) = skip.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+                eprintln!(
+                    "socks5d-loadgen: --skip {bad}: expected one of {}",
+                    KNOWN.join(", ")
+                );
+                return ExitCode::FAILURE;
+            }
             let on = |k: &str| !skip.iter().any(|s| s == k);
             (
                 Plan {
                     hs: on("handshake").then_some(hs),
                     relay: on("relay").then_some(relay),
                     idle: on("idle").then_some(idle),
+                    rr: on("rr").then_some(rr),
+                    udp: on("udp").then_some(udp),
                     admin: on("admin").then_some(admin),
                     common: common.clone(),
                 },

@@ -18,8 +18,43 @@ pub(crate) fn clock_ticks_per_sec() -> u64 {
     }
 }
 
-/// Fields of `/proc/<pid>/stat` after the command name: (ppid, utime + stime, cutime + cstime).
-fn stat_fields(pid: u32) -> io::Result<(u32, u64, u64)> {
+/// CPU time of a process tree in clock ticks, split into user and system time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CpuTicks {
+    /// utime (plus cutime of reaped children).
+    pub(crate) user: u64,
+    /// stime (plus cstime of reaped children).
+    pub(crate) system: u64,
+}
+
+impl CpuTicks {
+    /// User plus system time.
+    pub(crate) fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// The time spent from `earlier` to `self`.
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    /// In seconds.
+    pub(crate) fn seconds(self) -> f64 {
+        self.total() as f64 / clock_ticks_per_sec() as f64
+    }
+
+    /// User time / (user + system) time; `None` when no tick was counted.
+    pub(crate) fn user_share(self) -> Option<f64> {
+        (self.total() > 0).then(|| self.user as f64 / self.total() as f64)
+    }
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name: (ppid, own time, time of reaped
+/// children).
+fn stat_fields(pid: u32) -> io::Result<(u32, CpuTicks, CpuTicks)> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name is in parentheses and may contain spaces or parentheses.
     let rest = s
@@ -33,7 +68,17 @@ fn stat_fields(pid: u32) -> io::Result<(u32, u64, u64)> {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat field"))
     };
-    Ok((num(4)? as u32, num(14)? + num(15)?, num(16)? + num(17)?))
+    Ok((
+        num(4)? as u32,
+        CpuTicks {
+            user: num(14)?,
+            system: num(15)?,
+        },
+        CpuTicks {
+            user: num(16)?,
+            system: num(17)?,
+        },
+    ))
 }
 
 /// `pid` and all its live descendants.
@@ -60,13 +105,14 @@ pub(crate) fn process_tree(pid: u32) -> io::Result<Vec<u32>> {
 
 /// CPU time (user + system) of the process tree rooted at `pid`, in clock ticks: the live
 /// processes' own time plus the time of children they have reaped.
-pub(crate) fn cpu_ticks(pid: u32) -> io::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> io::Result<CpuTicks> {
     // Fails if the root itself is gone.
     stat_fields(pid)?;
-    let mut total = 0;
+    let mut total = CpuTicks::default();
     for p in process_tree(pid)? {
         if let Ok((_, own, reaped)) = stat_fields(p) {
-            total += own + reaped;
+            total.user += own.user + reaped.user;
+            total.system += own.system + reaped.system;
         }
     }
     Ok(total)
@@ -162,5 +208,44 @@ mod tests {
         assert!(pss_kib(me).unwrap() > 0);
         assert!(process_tree(me).unwrap().contains(&me));
         assert!(thread_count(me).unwrap() >= 1);
+    }
+
+    #[test]
+    fn cpu_ticks_arithmetic() {
+        let a = CpuTicks {
+            user: 10,
+            system: 30,
+        };
+        let b = CpuTicks {
+            user: 25,
+            system: 75,
+        };
+        let d = b.since(a);
+        assert_eq!(
+            d,
+            CpuTicks {
+                user: 15,
+                system: 45
+            }
+        );
+        assert_eq!(d.total(), 60);
+        assert_eq!(d.user_share(), Some(0.25));
+        assert_eq!(CpuTicks::default().user_share(), None);
+        // A counter that went backwards (a process of the tree exited) never underflows.
+        assert_eq!(a.since(b).total(), 0);
+    }
+
+    #[test]
+    fn user_time_of_a_busy_loop_is_counted() {
+        let me = std::process::id();
+        let before = cpu_ticks(me).unwrap();
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let d = cpu_ticks(me).unwrap().since(before);
+        // 200 ms of spinning is about 20 ticks; a loaded machine may give us fewer.
+        assert!(d.user > 0, "{d:?}");
     }
 }

@@ -51,6 +51,37 @@ pub(crate) async fn handshake(
     creds: Option<&Credentials>,
     target: SocketAddr,
 ) -> io::Result<()> {
+    authenticate(s, creds).await?;
+    request(s, CMD_CONNECT, target).await.map(drop)
+}
+
+/// CMD of CONNECT.
+const CMD_CONNECT: u8 = 0x01;
+/// CMD of UDP ASSOCIATE.
+const CMD_UDP_ASSOCIATE: u8 = 0x03;
+
+/// Opens a UDP association: connects to `proxy`, authenticates and sends UDP ASSOCIATE with
+/// `client` (the address the client will send its datagrams from) as DST. Returns the
+/// control connection, which must stay open for as long as the association is used, and the
+/// relay's address. An unspecified BND.ADDR (some servers answer `0.0.0.0`) is read as the
+/// proxy's own address, as clients commonly do.
+pub(crate) async fn udp_associate(
+    proxy: SocketAddr,
+    creds: Option<&Credentials>,
+    client: SocketAddr,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.set_nodelay(true)?;
+    authenticate(&mut s, creds).await?;
+    let mut relay = request(&mut s, CMD_UDP_ASSOCIATE, client).await?;
+    if relay.ip().is_unspecified() {
+        relay.set_ip(proxy.ip());
+    }
+    Ok((s, relay))
+}
+
+/// Method negotiation, then RFC 1929 if `creds` is given.
+async fn authenticate(s: &mut TcpStream, creds: Option<&Credentials>) -> io::Result<()> {
     let method = if creds.is_some() { 0x02 } else { 0x00 };
     s.write_all(&[0x05, 0x01, method]).await?;
     let mut sel = [0u8; 2];
@@ -73,8 +104,14 @@ pub(crate) async fn handshake(
             return Err(proto("authentication failed"));
         }
     }
+    Ok(())
+}
+
+/// Sends a request and reads its reply; returns BND (a domain name in BND reads as
+/// `0.0.0.0` with BND.PORT).
+async fn request(s: &mut TcpStream, cmd: u8, target: SocketAddr) -> io::Result<SocketAddr> {
     let mut req = Vec::with_capacity(22);
-    req.extend_from_slice(&[0x05, 0x01, 0x00]);
+    req.extend_from_slice(&[0x05, cmd, 0x00]);
     match target {
         SocketAddr::V4(a) => {
             req.push(0x01);
@@ -90,19 +127,36 @@ pub(crate) async fn handshake(
     let mut head = [0u8; 4];
     s.read_exact(&mut head).await?;
     if head[0] != 0x05 || head[1] != 0x00 {
-        return Err(proto("CONNECT refused"));
+        return Err(proto(&format!(
+            "{} refused (reply {:#04x})",
+            if cmd == CMD_CONNECT {
+                "CONNECT"
+            } else {
+                "UDP ASSOCIATE"
+            },
+            head[1]
+        )));
     }
-    let rest = match head[3] {
-        0x01 => 4 + 2,
-        0x04 => 16 + 2,
+    let mut rest = [0u8; 258];
+    let bound = match head[3] {
+        0x01 => {
+            s.read_exact(&mut rest[..6]).await?;
+            let ip: [u8; 4] = rest[..4].try_into().expect("4 bytes");
+            SocketAddr::from((ip, u16::from_be_bytes([rest[4], rest[5]])))
+        }
+        0x04 => {
+            s.read_exact(&mut rest[..18]).await?;
+            let ip: [u8; 16] = rest[..16].try_into().expect("16 bytes");
+            SocketAddr::from((ip, u16::from_be_bytes([rest[16], rest[17]])))
+        }
         0x03 => {
             let mut l = [0u8; 1];
             s.read_exact(&mut l).await?;
-            l[0] as usize + 2
+            let n = usize::from(l[0]) + 2;
+            s.read_exact(&mut rest[..n]).await?;
+            SocketAddr::from(([0, 0, 0, 0], u16::from_be_bytes([rest[n - 2], rest[n - 1]])))
         }
         _ => return Err(proto("bad address type in reply")),
     };
-    let mut skip = [0u8; 258];
-    s.read_exact(&mut skip[..rest]).await?;
-    Ok(())
+    Ok(bound)
 }

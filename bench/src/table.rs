@@ -18,6 +18,24 @@ fn get(v: &Option<Value>, key: &str) -> Option<f64> {
     v.as_ref()?.get(key)?.as_f64().filter(|x| x.is_finite())
 }
 
+/// (request bytes, response bytes) of an rr result.
+fn rr_key(v: &Value) -> Option<(u64, u64)> {
+    Some((
+        v.get("request_bytes")?.as_u64()?,
+        v.get("response_bytes")?.as_u64()?,
+    ))
+}
+
+/// `1K`, `256K`, `3M`, or bytes.
+fn size(b: u64) -> String {
+    match b {
+        0 => "0".into(),
+        b if b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
 pub(crate) fn print(files: &[PathBuf], baseline: Option<&str>) -> Result<(), String> {
     let mut all = Vec::new();
     for f in files {
@@ -55,6 +73,9 @@ pub(crate) fn print(files: &[PathBuf], baseline: Option<&str>) -> Result<(), Str
     row("server CPU per handshake (µs)", 1, &|r| {
         get(&r.handshake, "server_cpu_us_per_handshake")
     });
+    row("handshake CPU in user space (%)", 1, &|r| {
+        get(&r.handshake, "server_user_share").map(|v| v * 100.0)
+    });
     row("relay direct (MiB/s)", 0, &|r| {
         get(&r.relay, "direct_mib_per_sec")
     });
@@ -89,6 +110,46 @@ pub(crate) fn print(files: &[PathBuf], baseline: Option<&str>) -> Result<(), Str
             find(r, "pss_per_connection_kib")
         });
     }
+    let rr_sizes: Vec<(u64, u64)> = {
+        let mut v: Vec<(u64, u64)> = all
+            .iter()
+            .flat_map(|r| r.rr.iter().filter_map(rr_key))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    for key in rr_sizes {
+        let find = move |r: &Results, field: &str| -> Option<f64> {
+            let i = r.rr.iter().find(|i| rr_key(i) == Some(key))?;
+            i.get(field)?.as_f64().filter(|x| x.is_finite())
+        };
+        let name = format!("rr {}/{}", size(key.0), size(key.1));
+        row(&format!("{name}: exchanges/s"), 0, &|r| find(r, "per_sec"));
+        row(&format!("{name}: p50 (µs)"), 0, &|r| find(r, "p50_us"));
+        row(&format!("{name}: p99 (µs)"), 0, &|r| find(r, "p99_us"));
+        row(&format!("{name}: errors"), 0, &|r| find(r, "errors"));
+        row(&format!("{name}: server CPU/exchange (µs)"), 1, &|r| {
+            find(r, "server_cpu_us_per_exchange")
+        });
+    }
+    let arm = |r: &Results, arm: &str, key: &str| -> Option<f64> {
+        r.udp.as_ref()?.get(arm)?.get(key)?.as_f64()
+    };
+    row("udp direct (datagrams/s)", 0, &|r| {
+        arm(r, "direct", "datagrams_per_sec")
+    });
+    row("udp proxied (datagrams/s)", 0, &|r| {
+        arm(r, "proxied", "datagrams_per_sec")
+    });
+    row("udp proxied (MiB/s)", 1, &|r| {
+        arm(r, "proxied", "mib_per_sec")
+    });
+    row("udp proxied/direct", 3, &|r| get(&r.udp, "ratio"));
+    row("udp proxied lost", 0, &|r| arm(r, "proxied", "lost"));
+    row("udp server CPU/datagram (µs)", 2, &|r| {
+        get(&r.udp, "server_cpu_us_per_datagram")
+    });
     row("admin req/s (pipelined)", 0, &|r| get(&r.admin, "per_sec"));
 
     let label_w = rows
@@ -147,4 +208,20 @@ pub(crate) fn print(files: &[PathBuf], baseline: Option<&str>) -> Result<(), Str
     }
     println!("(ratios in parentheses are relative to {})", all[base].name);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_rr_keys() {
+        assert_eq!(size(1024), "1K");
+        assert_eq!(size(256 << 10), "256K");
+        assert_eq!(size(3 << 20), "3M");
+        assert_eq!(size(1000), "1000");
+        let v = serde_json::json!({"request_bytes": 1024, "response_bytes": 16384});
+        assert_eq!(rr_key(&v), Some((1024, 16384)));
+        assert_eq!(rr_key(&serde_json::json!({"request_bytes": 1})), None);
+    }
 }

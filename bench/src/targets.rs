@@ -9,6 +9,11 @@
 //!   uploads that many bytes; once it has them all the server answers with the u64 count it
 //!   received. `D`: the server sends that many bytes and closes. No half-close is needed (some
 //!   proxies close both directions on the first EOF).
+//! - rr (request/response): any number of exchanges on one connection. Each request starts
+//!   with two u32 in network order, the request's whole length (at least 8, at most
+//!   [`RR_MAX`]) and the length of the response wanted (at most [`RR_MAX`]); the server reads
+//!   the rest of the request, then writes the response. At EOF it closes.
+//! - udp echo: every datagram is sent back to where it came from, unchanged.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Size of the buffers used to move bulk data.
 pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Largest request or response of the rr destination.
+pub(crate) const RR_MAX: u32 = 64 << 20;
 
 async fn bind() -> io::Result<TcpListener> {
     let sock = tokio::net::TcpSocket::new_v4()?;
@@ -113,6 +121,78 @@ async fn bulk(mut s: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Starts the request/response server on 127.0.0.1; returns its address.
+pub(crate) async fn spawn_rr() -> io::Result<SocketAddr> {
+    let l = bind().await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = rr(s).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn rr(mut s: TcpStream) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let mut head = [0u8; 8];
+        match s.read_exact(&mut head).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let req = u32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
+        let resp = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
+        if !(8..=RR_MAX).contains(&req) || resp > RR_MAX {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad rr header"));
+        }
+        let mut left = (req - 8) as usize;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            s.read_exact(&mut buf[..n]).await?;
+            left -= n;
+        }
+        let mut left = resp as usize;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            s.write_all(&buf[..n]).await?;
+            left -= n;
+        }
+    }
+    s.shutdown().await
+}
+
+/// Starts the UDP echo server on 127.0.0.1; returns its address.
+pub(crate) async fn spawn_udp_echo() -> io::Result<SocketAddr> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    // Room for every flow's window of datagrams (best effort: capped by net.core.rmem_max).
+    let sock = {
+        let std = sock.into_std()?;
+        let s2 = socket2::SockRef::from(&std);
+        let _ = s2.set_recv_buffer_size(4 << 20);
+        let _ = s2.set_send_buffer_size(4 << 20);
+        tokio::net::UdpSocket::from_std(std)?
+    };
+    let addr = sock.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    Ok(addr)
+}
+
 /// The destinations run in a child process (`socks5d-loadgen serve-targets`), so that the
 /// load generator's file-descriptor limit covers only its own client sockets: N idle proxied
 /// connections then need N descriptors here and N in the child instead of 2N in one process.
@@ -120,6 +200,8 @@ pub(crate) struct Child {
     _child: tokio::process::Child,
     pub(crate) echo: SocketAddr,
     pub(crate) bulk: SocketAddr,
+    pub(crate) rr: SocketAddr,
+    pub(crate) udp: SocketAddr,
 }
 
 /// Starts the child; it exits when its standard input closes (when this process exits) or
@@ -145,10 +227,14 @@ pub(crate) async fn spawn_child(threads: usize) -> io::Result<Child> {
     };
     let echo = addr("echo ", lines.next_line().await?)?;
     let bulk = addr("bulk ", lines.next_line().await?)?;
+    let rr = addr("rr ", lines.next_line().await?)?;
+    let udp = addr("udp ", lines.next_line().await?)?;
     Ok(Child {
         _child: child,
         echo,
         bulk,
+        rr,
+        udp,
     })
 }
 
@@ -158,8 +244,12 @@ pub(crate) async fn serve_until_stdin_closes() -> io::Result<()> {
     let _ = crate::procfs::raise_nofile(1 << 20);
     let echo = spawn_echo().await?;
     let bulk = spawn_bulk().await?;
+    let rr = spawn_rr().await?;
+    let udp = spawn_udp_echo().await?;
     println!("echo {echo}");
     println!("bulk {bulk}");
+    println!("rr {rr}");
+    println!("udp {udp}");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         let mut sink = [0u8; 64];
