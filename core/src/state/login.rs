@@ -121,6 +121,38 @@ impl fmt::Debug for Decoy {
     }
 }
 
+/// A login waiting for the driver's verification, as a session keeps it. `Debug` shows only
+/// the user.
+pub(crate) struct PendingLogin {
+    pub(crate) user: Bytes,
+    pub(crate) password: Secret,
+    pub(crate) phc: Bytes,
+}
+
+impl PendingLogin {
+    /// Copies `user` and `password` out of the input buffer.
+    pub(crate) fn new(user: &[u8], password: &[u8], phc: Bytes) -> Self {
+        Self {
+            user: Bytes::copy_from_slice(user),
+            password: Secret::new(Bytes::copy_from_slice(password)),
+            phc,
+        }
+    }
+
+    /// Reports the verification's result `ok` ([`Connection::finish_login`]).
+    pub(crate) fn finish(&self, conn: &Connection, ok: bool, required: Privilege) -> bool {
+        conn.finish_login(&self.user, self.password.expose(), &self.phc, ok, required)
+    }
+}
+
+impl fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The two keys of the warm cache, made once per [`State`].
 pub(super) struct DigestKeys([RandomState; 2]);
 

@@ -43,6 +43,7 @@ mod users;
 
 pub use conn::{CloseCause, ConnKind, Connection};
 pub use counters::Counters;
+pub(crate) use login::PendingLogin;
 pub use login::{is_valid_phc, Credential, Login, MAX_PHC_LEN};
 pub use settings::{Config, Settings};
 pub use users::{is_valid_password, is_valid_username, Privilege, Secret, User};
