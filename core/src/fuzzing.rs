@@ -346,7 +346,28 @@ pub const SCRIPT_USERS: [(&[u8], &[u8], Privilege); 3] = [
     (b"root", b"toor", Privilege::Admin),
 ];
 
-/// Returns a fresh [`State`] with the [`SCRIPT_USERS`].
+/// The user stored hashed that every session script's [`State`] also has: (name, PHC string,
+/// password, privilege). The scripts' verifier ([`script_verify`]) accepts exactly that
+/// password for that PHC string.
+pub const SCRIPT_HASHED_USER: (&[u8], &[u8], &[u8], Privilege) =
+    (b"carol", b"$script$carol", b"letmein", Privilege::Admin);
+
+/// The session scripts' stand-in for argon2: whether `password` verifies against `phc`.
+pub fn script_verify(phc: &[u8], password: &[u8]) -> bool {
+    let (_, p, pw, _) = SCRIPT_HASHED_USER;
+    phc == p && password == pw
+}
+
+/// Whether `user`/`password` is a login of a script user with at least `required` privilege.
+fn script_login_ok(user: &[u8], password: &[u8], required: Privilege) -> bool {
+    let (hu, _, hp, hpr) = SCRIPT_HASHED_USER;
+    SCRIPT_USERS
+        .iter()
+        .any(|(u, p, pr)| *u == user && *p == password && *pr >= required)
+        || (hu == user && hp == password && hpr >= required)
+}
+
+/// Returns a fresh [`State`] with the [`SCRIPT_USERS`] and the [`SCRIPT_HASHED_USER`].
 pub fn script_state(allow_anonymous: bool) -> Arc<State> {
     let state = Arc::new(State::new(
         epoch(),
@@ -363,6 +384,13 @@ pub fn script_state(allow_anonymous: bool) -> Arc<State> {
         };
         assert_eq!(state.apply(None, &m), Outcome::Applied);
     }
+    let (name, phc, _, privilege) = SCRIPT_HASHED_USER;
+    let m = Mutation::AddHashedUser {
+        name: Bytes::from_static(name),
+        phc: Bytes::from_static(phc),
+        privilege,
+    };
+    assert_eq!(state.apply(None, &m), Outcome::Applied);
     state
 }
 
@@ -491,7 +519,13 @@ impl Socks5Options {
 /// Something the session asked of the transport that has no answer yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {
-    Resolve { port: u16 },
+    /// A password to verify, and the verifier's answer.
+    Verify {
+        ok: bool,
+    },
+    Resolve {
+        port: u16,
+    },
     Dial(Attempt, SocketAddr),
     Listen,
     Accept,
@@ -610,7 +644,7 @@ impl Socks5Driver {
         // Bounded: a method selection, an RFC 1929 reply and two replies (BIND); a resolve,
         // a dial and a cancel per address, a command event, Replied, a success and Closed.
         assert!(self.t.out.len() <= 2 + 2 + 2 * socks5::Reply::MAX_IP_LEN);
-        assert!(self.t.events.len() <= 5 + 2 * socks5::connect::MAX_ADDRESSES);
+        assert!(self.t.events.len() <= 6 + 2 * socks5::connect::MAX_ADDRESSES);
         let closed = self
             .t
             .events
@@ -658,7 +692,8 @@ impl Socks5Driver {
             }
             if self.request_taken() {
                 assert!(self.input.is_empty(), "early data must be taken");
-            } else {
+            } else if !self.asked.iter().any(|a| matches!(a, Asked::Verify { .. })) {
+                // While verifying, the session reads nothing: what follows waits here.
                 assert!(self.input.len() < UserPassRequest::MAX_LEN);
             }
         }
@@ -708,6 +743,14 @@ impl Socks5Driver {
                 // A cancel that is not part of the end is an attempt's deadline.
                 self.failures.push(ReplyCode::TtlExpired);
                 self.just_failed = true;
+            }
+            socks5::Event::Verify { phc, password, .. } => {
+                assert!(
+                    self.asked.is_empty(),
+                    "Verify comes before any other question"
+                );
+                let ok = script_verify(phc, password.expose());
+                self.asked.push(Asked::Verify { ok });
             }
             socks5::Event::Listen => self.asked.push(Asked::Listen),
             socks5::Event::BindUdp => self.asked.push(Asked::BindUdp),
@@ -775,6 +818,12 @@ impl Socks5Driver {
         }
         let asked = self.asked.remove(i);
         match asked {
+            Asked::Verify { ok } => {
+                self.s.handle_verified(now, ok, &self.conn);
+                self.drain(now);
+                // As a driver does: the input kept meanwhile goes in again.
+                self.s.handle_input(now, &mut self.input, &self.conn);
+            }
             Asked::Resolve { port } => {
                 let r = self.world.resolved(port);
                 self.resolved = Some(r.clone().unwrap_or_default());
@@ -830,7 +879,7 @@ impl Socks5Driver {
             self.answer(now, 0, false);
             rounds += 1;
             assert!(
-                rounds <= 4 + 2 * socks5::connect::MAX_ADDRESSES,
+                rounds <= 5 + 2 * socks5::connect::MAX_ADDRESSES,
                 "settling never ends"
             );
         }
@@ -949,9 +998,7 @@ fn socks5_check_transcript(
                 let ulen = usize::from(rest[1]);
                 let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
                 rest = &rest[n..];
-                SCRIPT_USERS
-                    .iter()
-                    .any(|(u, p, _)| *u == user && *p == password)
+                script_login_ok(user, password, Privilege::User)
             }
             Ok(None) => panic!("an RFC 1929 reply to an incomplete request"),
             Err(_) => false,
@@ -1126,7 +1173,7 @@ fn socks5_check_transcript(
 /// IPv6 ones, none, an error); bits 6-7 the dial outcomes (all connect, all fail, IPv6
 /// fails and IPv4 connects, odd attempts connect).
 /// `Step::action` (after the step's read): bit 0 answers the oldest question pending (a
-/// resolve, a dial, a listen, an accept, a UDP bind); bit 5 the newest instead (an accept
+/// password to verify, a resolve, a dial, a listen, an accept, a UDP bind); bit 5 the newest instead (an accept
 /// from a stranger); bit 1 sends EOF; bit 2 a close request (bits 3-4: user removed, idle,
 /// shutdown); bit 6 reports a result nobody asked for (which must change nothing).
 ///
@@ -1195,6 +1242,9 @@ pub fn socks5_session(data: &[u8]) {
             }
             if !d.asked.contains(&Asked::Listen) {
                 d.s.handle_listening(now, Ok(WORLD_LISTEN));
+            }
+            if !d.asked.iter().any(|a| matches!(a, Asked::Verify { .. })) {
+                d.s.handle_verified(now, true, &d.conn);
             }
             d.drain(now);
             assert_eq!(
@@ -1457,8 +1507,18 @@ impl AdminDriver {
                 self.polled
             );
             let mut apply = None;
+            let mut verify = None;
             while let Some(e) = self.s.poll_event() {
                 assert!(!was_closed, "event after Closed: {e:?}");
+                if let admin::Event::Verify { phc, password, .. } = &e {
+                    assert!(
+                        !self.s.wants_input(),
+                        "input wanted while a Verify is pending"
+                    );
+                    verify = Some(script_verify(phc, password.expose()));
+                    self.t.events.push(e);
+                    break;
+                }
                 if let admin::Event::Apply(m) = &e {
                     assert!(
                         !self.s.wants_input(),
@@ -1470,6 +1530,11 @@ impl AdminDriver {
                 if apply.is_some() {
                     break;
                 }
+            }
+            if let Some(ok) = verify {
+                self.polled = 0;
+                self.s.handle_verified(now, ok, &self.conn);
+                continue;
             }
             let Some(m) = apply else { break };
             let outcome = if std::mem::take(&mut self.fail_next) {
@@ -1708,9 +1773,7 @@ fn admin_check_transcript(
                     let ulen = usize::from(rest[1]);
                     let (user, password) = (&rest[2..2 + ulen], &rest[3 + ulen..n]);
                     pos += n;
-                    let ok = SCRIPT_USERS
-                        .iter()
-                        .any(|(u, p, pr)| *u == user && *p == password && *pr == Privilege::Admin);
+                    let ok = script_login_ok(user, password, Privilege::Admin);
                     u8::from(!ok)
                 }
                 Err(_) => 2,
@@ -2070,4 +2133,62 @@ pub fn sniffer(data: &[u8]) {
         want,
         "one call per direction change"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: fn(&[u8]), options: u8, steps: &[(u16, u16, u8)], stream: &[u8]) {
+        let steps = steps
+            .iter()
+            .map(|&(len, tick_ms, action)| Step {
+                len,
+                tick_ms,
+                action,
+            })
+            .collect();
+        body(
+            &Script {
+                options,
+                steps,
+                stream: stream.to_vec(),
+            }
+            .to_fuzz_input(),
+        );
+    }
+
+    /// The oracles' hashed-user path: the verifier answers in the same call, later, after
+    /// the deadline, after EOF or a close request; right and wrong passwords.
+    #[test]
+    fn oracles_take_the_hashed_user() {
+        const GREET: &[u8] = b"\x05\x01\x02";
+        const CONNECT: &[u8] = b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50";
+        for auth in [
+            &b"\x01\x05carol\x07letmein"[..],
+            b"\x01\x05carol\x07letmeout",
+        ] {
+            let stream = [GREET, auth, CONNECT, b"early"].concat();
+            let (g, a) = (GREET.len() as u16, auth.len() as u16);
+            for steps in [
+                &[][..],
+                &[(g, 0, 0), (a, 5, 0), (10, 5, 1), (5, 5, 1)],
+                &[(g + a, 0, 0), (3, 10_000, 1)],
+                &[(g + a, 0, 2)],
+                &[(g + a, 0, 0x0c)],
+                &[(g + a, 0, 0x40), (0, 1, 1), (0, 1, 1)],
+            ] {
+                run(socks5_session, 0, steps, &stream);
+                run(socks5_session, 1, steps, &stream);
+            }
+        }
+        for auth in [&b"\x01\x05carol\x07letmein"[..], b"\x01\x05carol\x01x"] {
+            let stream = [auth, b"\x00\x07\x00\x00"].concat();
+            for options in [0, 1, 2, 4, 16] {
+                for steps in [&[][..], &[(3, 0, 1), (40, 0, 2)], &[(20, 3000, 4)]] {
+                    run(admin_session, options, steps, &stream);
+                }
+            }
+        }
+    }
 }

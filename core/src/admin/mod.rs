@@ -52,6 +52,12 @@
 //!   deadline is not served. Once authenticated, idleness is the clean-up routine's business
 //!   ([`State::sweep`]), not a session timer; input marks the connection active
 //!   ([`Connection::touch`]).
+//! - **Administrators stored hashed** (`state::Login`): unless the password matches the warm
+//!   cache, the authentication request becomes [`Event::Verify`]; the session serves nothing
+//!   more (and wants no input) until [`AdminSession::handle_verified`], which answers `01 00`
+//!   or `01 01` as the synchronous check would. The authentication deadline runs on: expiry,
+//!   a close request, or EOF-then-failure close as before, and a verdict after the close is
+//!   ignored. EOF while verifying waits for the verdict (the request was complete).
 //! - **Failed logins** are reported as [`Event::AuthFailed`] with the name sent (never the
 //!   password), for the driver to log and throttle; a bad VER (`01 02`) is not a login attempt
 //!   and emits none.
@@ -82,10 +88,12 @@
 //! [`CloseReason::IdleTimeout`]: crate::error::CloseReason::IdleTimeout
 //! [`CloseReason::Done`]: crate::error::CloseReason::Done
 
+use std::fmt;
+
 use bytes::Bytes;
 
 use crate::error::CloseReason;
-use crate::state::Mutation;
+use crate::state::{Mutation, Secret};
 
 mod command;
 pub mod msg;
@@ -120,10 +128,23 @@ pub enum Framing {
     Message,
 }
 
-/// What an [`AdminSession`] reports to its driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an [`AdminSession`] reports to its driver. `Debug` shows no password or PHC string.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
+    /// The administrator is stored hashed and its warm cache missed: verify `password`
+    /// against `phc` off the async workers (bounded in number) and report with
+    /// [`AdminSession::handle_verified`]. Until then the session serves nothing (what
+    /// follows waits in its buffer) and [`AdminSession::wants_input`] is false; the
+    /// authentication deadline still runs, and a verdict after the session closed is ignored.
+    Verify {
+        /// The username as sent.
+        user: Bytes,
+        /// The password as sent.
+        password: Secret,
+        /// The PHC string to verify against.
+        phc: Bytes,
+    },
     /// The administrator authenticated.
     Authenticated {
         /// Username.
@@ -145,4 +166,22 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Verify { user, .. } => f
+                .debug_struct("Verify")
+                .field("user", user)
+                .finish_non_exhaustive(),
+            Self::Authenticated { user } => {
+                f.debug_struct("Authenticated").field("user", user).finish()
+            }
+            Self::Apply(m) => f.debug_tuple("Apply").field(m).finish(),
+            Self::Applied(m) => f.debug_tuple("Applied").field(m).finish(),
+            Self::AuthFailed { user } => f.debug_struct("AuthFailed").field("user", user).finish(),
+            Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::msg::{encode_users, AdminRequest, AdminResponse, ModifyCmd, Query, Re
 use super::{Dialect, Event, Framing};
 use crate::codec::{UserPassReply, UserPassRequest};
 use crate::error::{CloseReason, DecodeError, ProtocolError};
-use crate::state::{CloseCause, Connection, Mutation, Outcome, Privilege};
+use crate::state::{CloseCause, Connection, Login, Mutation, Outcome, PendingLogin, Privilege};
 use crate::timer::{Timer, TimerTable};
 
 /// STATUS of an authentication reply: success.
@@ -44,7 +44,7 @@ struct Pending {
 ///   (SCTP), [`handle_eof`](Self::handle_eof), [`handle_timeout`](Self::handle_timeout),
 ///   [`handle_close_request`](Self::handle_close_request),
 ///   [`handle_apply_result`](Self::handle_apply_result),
-///   [`handle_continue`](Self::handle_continue).
+///   [`handle_verified`](Self::handle_verified), [`handle_continue`](Self::handle_continue).
 /// - Outputs, drained in this order after every input (see the [module docs](super)):
 ///   [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
 ///   [`poll_timeout`](Self::poll_timeout).
@@ -83,6 +83,8 @@ pub struct AdminSession {
     held: bool,
     /// A modification waits for its result.
     pending: Option<Pending>,
+    /// The authentication waits for the driver's verification ([`Event::Verify`]).
+    verifying: Option<PendingLogin>,
     /// Closed while a modification was pending: `Closed` is queued after its result.
     deferred_close: Option<CloseReason>,
     /// Encoded responses not yet polled.
@@ -120,6 +122,7 @@ impl AdminSession {
             eof: false,
             held: false,
             pending: None,
+            verifying: None,
             deferred_close: None,
             out: BytesMut::with_capacity(4096),
             lens: VecDeque::new(),
@@ -181,7 +184,7 @@ impl AdminSession {
             return;
         }
         self.eof = true;
-        if self.pending.is_none() && !self.held {
+        if self.pending.is_none() && self.verifying.is_none() && !self.held {
             self.close(CloseReason::PeerEof);
         }
     }
@@ -231,27 +234,48 @@ impl AdminSession {
         self.process(conn);
     }
 
+    /// Takes the driver's verification of the password of the last [`Event::Verify`]: `ok`
+    /// is whether it matched the PHC string. The verdict is
+    /// [`Connection::finish_login`]'s (the user may have been removed or re-added since):
+    /// `01 00` and [`Event::Authenticated`], then the requests that waited are served; or
+    /// `01 01`, [`Event::AuthFailed`] and close. Fires the timers due at `now` first; without
+    /// a pending Verify (late: after the deadline or a close) this does nothing.
+    pub fn handle_verified(&mut self, now: Instant, ok: bool, conn: &Connection) {
+        self.handle_timeout(now);
+        let Some(pending) = self.verifying.take() else {
+            return;
+        };
+        let ok = pending.finish(conn, ok, Privilege::Admin);
+        self.auth_done(&pending.user, ok, conn);
+        self.process(conn);
+    }
+
     /// Serves requests held back by back-pressure, once the driver wrote everything polled.
     /// Call it when [`wants_input`](Self::wants_input) is false after draining; it always
-    /// makes progress then, except while an [`Event::Apply`] waits for its result, which the
-    /// driver must give first (a debug build panics).
+    /// makes progress then, except while an [`Event::Apply`] or [`Event::Verify`] waits for
+    /// its result, which the driver must give first (a debug build panics).
     pub fn handle_continue(&mut self, now: Instant, conn: &Connection) {
         debug_assert!(
             self.pending.is_none(),
             "handle_continue while an Apply waits for handle_apply_result"
+        );
+        debug_assert!(
+            self.verifying.is_none(),
+            "handle_continue while a Verify waits for handle_verified"
         );
         self.handle_timeout(now);
         self.process(conn);
     }
 
     /// Returns whether the driver should read more input now: false while held-back
-    /// complete requests wait, while an Apply is pending, while the input buffer is at
+    /// complete requests wait, while an Apply or a Verify is pending, while the input buffer is at
     /// [`INPUT_BOUND`](Self::INPUT_BOUND), after EOF, and once closed.
     pub fn wants_input(&self) -> bool {
         self.phase != Phase::Closed
             && !self.eof
             && !self.held
             && self.pending.is_none()
+            && self.verifying.is_none()
             && self.input.len() < Self::INPUT_BOUND
     }
 
@@ -297,6 +321,8 @@ impl AdminSession {
             return;
         }
         self.phase = Phase::Closed;
+        // A verification still running is abandoned: its verdict will be ignored.
+        self.verifying = None;
         self.timers.stop(Timer::Handshake);
         self.input.clear();
         self.boundaries.clear();
@@ -326,7 +352,7 @@ impl AdminSession {
     fn process(&mut self, conn: &Connection) {
         self.held = false;
         loop {
-            if self.pending.is_some() {
+            if self.pending.is_some() || self.verifying.is_some() {
                 return;
             }
             if self.discarding {
@@ -400,7 +426,25 @@ impl AdminSession {
         // administrator privilege: respond 01 01, then close. The same answer for all."
         let ok = !user.is_empty()
             && !password.is_empty()
-            && conn.authenticate(user, password, Privilege::Admin);
+            && match conn.check_login(user, password, Privilege::Admin) {
+                Login::Accepted => true,
+                Login::Rejected => false,
+                Login::Verify { phc } => {
+                    let pending = PendingLogin::new(user, password, phc);
+                    self.events.push_back(Event::Verify {
+                        user: pending.user.clone(),
+                        password: pending.password.clone(),
+                        phc: pending.phc.clone(),
+                    });
+                    self.verifying = Some(pending);
+                    return;
+                }
+            };
+        self.auth_done(user, ok, conn);
+    }
+
+    /// Answers the authentication request of `user`: success or failure and close.
+    fn auth_done(&mut self, user: &[u8], ok: bool, conn: &Connection) {
         let start = self.out.len();
         UserPassReply {
             status: if ok { AUTH_OK } else { AUTH_FAILED },

@@ -632,6 +632,8 @@ struct Fx {
     s: AdminSession,
     /// Outcome reported for the next Apply instead of applying it (a failing store).
     fail_next: bool,
+    /// A Verify was polled and not answered (`Fx::verified`).
+    verifying: bool,
 }
 
 fn add(state: &State, name: &str, pass: &str, privilege: Privilege) {
@@ -656,6 +658,7 @@ fn fx_with(dialect: Dialect, framing: Framing, config: &Config) -> Fx {
         conn,
         s,
         fail_next: false,
+        verifying: false,
     }
 }
 
@@ -705,12 +708,16 @@ impl Fx {
                     answered = true;
                     break;
                 }
+                if matches!(e, Event::Verify { .. }) {
+                    assert!(!self.verifying, "one Verify at a time");
+                    self.verifying = true;
+                }
                 ev.push(e);
             }
             if answered {
                 continue;
             }
-            if self.s.wants_input() || self.s.is_closed() {
+            if self.s.wants_input() || self.s.is_closed() || self.verifying {
                 return (tx, ev);
             }
             let progressed = (tx.len(), ev.len()) != before;
@@ -1153,6 +1160,7 @@ fn removing_a_user_closes_its_connections() {
         s: AdminSession::new(f.t0, Draft, Framing::Stream, HANDSHAKE_TIMEOUT),
         conn,
         fail_next: false,
+        verifying: false,
     };
     g.input(b"\x01\x04root\x02pw");
     assert_eq!(g.drain_bytes(), b"\x01\x00");
@@ -1540,4 +1548,215 @@ fn unframable_byte_ending_its_message_discards_nothing_more() {
             "{m1:02x?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administrators stored hashed: Event::Verify and handle_verified.
+
+const PHC: &[u8] = b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+const AUTH_ROOT: &[u8] = b"\x01\x04root\x05right";
+
+fn hashed_fx(framing: Framing) -> Fx {
+    let f = fx(Draft, framing);
+    let m = Mutation::AddHashedUser {
+        name: b(b"root"),
+        phc: b(PHC),
+        privilege: Privilege::Admin,
+    };
+    assert_eq!(f.state.apply(None, &m), Outcome::Applied);
+    f
+}
+
+/// A new connection and session on the same state.
+fn again(f: &Fx) -> Fx {
+    let conn = f.state.open(ConnKind::Admin, f.t0);
+    let s = AdminSession::new(
+        f.t0,
+        Draft,
+        Framing::Stream,
+        f.state.settings().auth_timeout(),
+    );
+    Fx {
+        t0: f.t0,
+        state: f.state.clone(),
+        conn,
+        s,
+        fail_next: false,
+        verifying: false,
+    }
+}
+
+fn ev_verify(user: &[u8], password: &'static str) -> Event {
+    Event::Verify {
+        user: b(user),
+        password: Secret::from(password),
+        phc: b(PHC),
+    }
+}
+
+impl Fx {
+    /// Reports the driver's verdict at `t0 + ms`.
+    fn verified(&mut self, ms: u64, ok: bool) {
+        self.verifying = false;
+        let now = self.t0 + Duration::from_millis(ms);
+        self.s.handle_verified(now, ok, &self.conn);
+    }
+}
+
+#[test]
+fn hashed_admin_is_verified_then_pipelined_requests_are_served() {
+    for framing in [Framing::Stream, Framing::Message] {
+        let mut f = hashed_fx(framing);
+        let mut wire = AUTH_ROOT.to_vec();
+        wire.extend_from_slice(b"\x00\x07\x01\x05\x02");
+        f.message(&wire, true);
+        assert_eq!(f.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+        assert!(!f.s.wants_input(), "no input while verifying");
+        assert!(!f.s.is_closed());
+        assert_eq!(f.s.poll_timeout(), Some(f.t0 + HANDSHAKE_TIMEOUT));
+        assert!(f.conn.user().is_none());
+        f.verified(5, true);
+        let (tx, ev) = f.drain();
+        assert_eq!(tx.concat(), b"\x01\x00\x00\x07\x03\x01\x05\x00");
+        let mut want = vec![Event::Authenticated { user: b(b"root") }];
+        want.extend(apply_applied(Mutation::SetSelectorTimeout(2)));
+        assert_eq!(ev, want);
+        assert_eq!(f.s.poll_timeout(), None);
+        assert!(f.s.wants_input());
+        assert_eq!(f.conn.user().map(|u| &u[..]), Some(&b"root"[..]));
+        // Warm: the next session authenticates at once.
+        let mut g = again(&f);
+        g.input(AUTH_ROOT);
+        assert_eq!(
+            g.drain(),
+            (
+                vec![b(b"\x01\x00")],
+                vec![Event::Authenticated { user: b(b"root") }]
+            )
+        );
+    }
+}
+
+#[test]
+fn hashed_admin_wrong_password_or_removed_fails_alike() {
+    // Wrong password: the verifier says no.
+    let mut f = hashed_fx(Framing::Stream);
+    f.input(b"\x01\x04root\x05wrong\x00\x07");
+    assert_eq!(f.drain(), (vec![], vec![ev_verify(b"root", "wrong")]));
+    f.verified(1, false);
+    let failed = (
+        vec![b(b"\x01\x01")],
+        vec![
+            Event::AuthFailed { user: b(b"root") },
+            closed(CloseReason::Peer(ProtocolError::AuthFailed)),
+        ],
+    );
+    assert_eq!(f.drain(), failed);
+    assert!(f.conn.user().is_none());
+    // The cache stayed cold.
+    let mut g = again(&f);
+    g.input(AUTH_ROOT);
+    assert_eq!(g.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+    // Removed (another administrator did it) while the verification ran.
+    let rm = Mutation::RemoveUser { name: b(b"root") };
+    assert_eq!(f.state.apply(Some(b"admin"), &rm), Outcome::Applied);
+    g.verified(2, true);
+    assert_eq!(g.drain(), failed);
+    assert!(g.conn.user().is_none());
+    // A hashed user without the privilege is verified, then refused the same way.
+    let m = Mutation::AddHashedUser {
+        name: b(b"root"),
+        phc: b(PHC),
+        privilege: Privilege::User,
+    };
+    assert_eq!(f.state.apply(None, &m), Outcome::Applied);
+    let mut h = again(&f);
+    h.input(AUTH_ROOT);
+    assert_eq!(h.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+    h.verified(3, true);
+    assert_eq!(h.drain(), failed);
+}
+
+#[test]
+fn deadline_during_verification_closes_and_the_verdict_is_ignored() {
+    let mut f = hashed_fx(Framing::Stream);
+    f.input(AUTH_ROOT);
+    assert_eq!(f.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+    f.s.handle_timeout(f.t0 + HANDSHAKE_TIMEOUT);
+    f.verifying = false;
+    assert_eq!(
+        f.drain(),
+        (vec![], vec![closed(CloseReason::HandshakeTimeout)])
+    );
+    assert_eq!(f.s.poll_timeout(), None);
+    f.verified(10_001, true);
+    assert_eq!(f.drain(), (vec![], vec![]));
+    assert!(f.conn.user().is_none());
+    // A verdict handed in at the deadline, before any handle_timeout: late too.
+    let mut g = again(&f);
+    g.input(AUTH_ROOT);
+    assert_eq!(g.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+    g.verified(10_000, true);
+    assert_eq!(
+        g.drain(),
+        (vec![], vec![closed(CloseReason::HandshakeTimeout)])
+    );
+    assert!(g.conn.user().is_none());
+}
+
+#[test]
+fn close_request_during_verification_closes_at_once() {
+    let mut f = hashed_fx(Framing::Stream);
+    f.input(AUTH_ROOT);
+    assert_eq!(f.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+    f.s.handle_close_request(f.t0, CloseCause::Shutdown);
+    f.verifying = false;
+    assert_eq!(f.drain(), (vec![], vec![closed(CloseReason::Done)]));
+    f.verified(1, true);
+    assert_eq!(f.drain(), (vec![], vec![]));
+    assert!(f.conn.user().is_none());
+}
+
+#[test]
+fn eof_during_verification_waits_for_the_verdict() {
+    let mut f = hashed_fx(Framing::Stream);
+    let mut wire = AUTH_ROOT.to_vec();
+    wire.extend_from_slice(b"\x00\x07\x00");
+    f.input(&wire);
+    f.s.handle_eof(f.t0);
+    assert_eq!(f.drain(), (vec![], vec![ev_verify(b"root", "right")]));
+    assert!(!f.s.is_closed());
+    f.verified(1, true);
+    let (tx, ev) = f.drain();
+    assert_eq!(
+        tx.concat(),
+        b"\x01\x00\x00\x07\x03",
+        "the partial request is dropped"
+    );
+    assert_eq!(
+        ev,
+        vec![
+            Event::Authenticated { user: b(b"root") },
+            closed(CloseReason::PeerEof)
+        ]
+    );
+}
+
+#[test]
+fn verify_debug_shows_no_password_or_hash() {
+    let e = ev_verify(b"root", "right");
+    let shown = format!("{e:?} {e:#?}");
+    assert!(
+        !shown.contains("right") && !shown.contains("argon2"),
+        "{shown}"
+    );
+    assert!(shown.contains("root"), "{shown}");
+    let mut f = hashed_fx(Framing::Stream);
+    f.input(AUTH_ROOT);
+    let _ = f.drain();
+    let shown = format!("{:?}", f.s);
+    assert!(
+        !shown.contains("right") && !shown.contains("argon2"),
+        "{shown}"
+    );
 }

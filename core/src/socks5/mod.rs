@@ -8,6 +8,7 @@
 //! RFC 8305) is in [`connect`].
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -16,7 +17,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::codec::{UserPassReply, UserPassRequest};
 use crate::error::{CloseReason, DecodeError, ProtocolError};
-use crate::state::{CloseCause, Connection, Privilege, HANDSHAKE_TIMEOUT};
+use crate::state::{
+    CloseCause, Connection, Login, PendingLogin, Privilege, Secret, HANDSHAKE_TIMEOUT,
+};
 use crate::timer::{Timer, TimerTable};
 
 mod addr;
@@ -75,10 +78,24 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// What a [`Socks5Handshake`] asks of its transport, and reports to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a [`Socks5Handshake`] asks of its transport, and reports to it. `Debug` shows no
+/// password or PHC string.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
+    /// RFC 1929: `user` is stored hashed and its warm cache missed. Verify `password` against
+    /// `phc` off the async workers (bounded in number) and report with
+    /// [`Socks5Handshake::handle_verified`]. Until then the session consumes no input (keep
+    /// what the client pipelined and hand it to `handle_input` after `handle_verified`); the
+    /// handshake deadline still runs, and a verdict after the session closed is ignored.
+    Verify {
+        /// The username as sent.
+        user: Bytes,
+        /// The password as sent.
+        password: Secret,
+        /// The PHC string to verify against.
+        phc: Bytes,
+    },
     /// Resolve `host` (UTF-8: the session refuses other names with `0x04` before asking) and
     /// report with [`Socks5Handshake::handle_resolved`].
     Resolve {
@@ -140,12 +157,56 @@ pub enum Event {
     },
 }
 
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Verify { user, .. } => f
+                .debug_struct("Verify")
+                .field("user", user)
+                .finish_non_exhaustive(),
+            Self::Resolve { host, port } => f
+                .debug_struct("Resolve")
+                .field("host", host)
+                .field("port", port)
+                .finish(),
+            Self::Dial { attempt, addr } => f
+                .debug_struct("Dial")
+                .field("attempt", attempt)
+                .field("addr", addr)
+                .finish(),
+            Self::CancelDial { attempt } => f
+                .debug_struct("CancelDial")
+                .field("attempt", attempt)
+                .finish(),
+            Self::Listen => f.write_str("Listen"),
+            Self::BindUdp => f.write_str("BindUdp"),
+            Self::Replied { target, code } => f
+                .debug_struct("Replied")
+                .field("target", target)
+                .field("code", code)
+                .finish(),
+            Self::Established { attempt, leftover } => f
+                .debug_struct("Established")
+                .field("attempt", attempt)
+                .field("leftover", leftover)
+                .finish(),
+            Self::Associated { client } => f
+                .debug_struct("Associated")
+                .field("client", client)
+                .finish(),
+            Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Phase {
     /// Waiting for the client's [`Greeting`].
     Greeting,
     /// Username/password selected; waiting for the [`UserPassRequest`].
     Auth,
+    /// [`Event::Verify`] emitted; waiting for [`Socks5Handshake::handle_verified`].
+    Verifying(PendingLogin),
     /// Waiting for the [`Request`].
     Request,
     /// CONNECT to a name: [`Event::Resolve`] emitted.
@@ -183,7 +244,7 @@ enum Phase {
 ///   wants it closed), and the results of what the events asked for:
 ///   [`handle_resolved`](Self::handle_resolved), [`handle_dial_result`](Self::handle_dial_result),
 ///   [`handle_listening`](Self::handle_listening), [`handle_accepted`](Self::handle_accepted),
-///   [`handle_udp_bound`](Self::handle_udp_bound);
+///   [`handle_udp_bound`](Self::handle_udp_bound), [`handle_verified`](Self::handle_verified);
 /// - outputs: [`poll_transmit`](Self::poll_transmit) (bytes for the client),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout);
 /// - getters: [`is_done`](Self::is_done), [`is_established`](Self::is_established),
@@ -204,6 +265,10 @@ enum Phase {
 ///
 /// # What a transport sees
 ///
+/// - RFC 1929 with a user stored hashed whose warm cache missed (`state::Login`):
+///   `Verify { user, password, phc }`, no reply yet, no input consumed; after
+///   `handle_verified(ok)` the RFC 1929 reply, then (on success) the rest as below, once the
+///   driver hands the kept input to `handle_input` again.
 /// - CONNECT to a name: `Resolve { host, port }`, then after `handle_resolved(Ok(addrs))`
 ///   one `Dial { attempt, addr }` per address as the race goes (IP targets and IP literals
 ///   skip `Resolve`), `CancelDial` for the losers, and on success the reply (BND = the
@@ -232,6 +297,12 @@ enum Phase {
 /// - A first byte other than `0x05` (SOCKS4, HTTP, noise) closes without a reply: no SOCKS5
 ///   refusal means anything to such a client.
 /// - An RFC 1929 request with VER other than `0x01` gets `01 01` (failure).
+/// - A user stored hashed is verified by the driver ([`Event::Verify`]) unless the password
+///   matches the user's warm cache (`state::Login`). Meanwhile no input is consumed (a
+///   pipelined request waits in the transport's buffer), the handshake deadline runs on
+///   (expiry closes silently, [`CloseReason::HandshakeTimeout`]), EOF and close requests
+///   close as in any other phase, and a verdict that comes after the close is ignored (and
+///   never reported by [`poll_login`](Self::poll_login)).
 /// - A request with VER other than `0x05` or RSV other than zero gets REP `0x01`; an unknown
 ///   ATYP gets `0x08`; disabled commands and unknown commands get `0x07`. Failure replies
 ///   carry BND `0.0.0.0:0` ([`Reply::failure`]).
@@ -311,6 +382,8 @@ impl Socks5Handshake {
             let more = match self.phase {
                 Phase::Greeting => self.on_greeting(input, conn),
                 Phase::Auth => self.on_auth(input, conn),
+                // Consumes nothing until `handle_verified`: the request waits in `input`.
+                Phase::Verifying(_) => false,
                 Phase::Request => self.on_request(now, input, conn),
                 Phase::Resolving { .. }
                 | Phase::Connecting { .. }
@@ -473,6 +546,29 @@ impl Socks5Handshake {
         }
     }
 
+    /// Reports the driver's verification of the password of the last [`Event::Verify`]: `ok`
+    /// is whether it matched the PHC string. The verdict is
+    /// [`Connection::finish_login`]'s (the user may have been removed or re-added since):
+    /// the RFC 1929 reply is queued, [`poll_login`](Self::poll_login) reports the login, and
+    /// on failure the session closes ([`ProtocolError::AuthFailed`]). On success, call
+    /// [`handle_input`](Self::handle_input) next with the bytes kept meanwhile (the request
+    /// the client may have pipelined), even if there are none yet.
+    ///
+    /// Fires the timers due at `now` first; ignored unless a `Verify` is pending (late:
+    /// after the handshake deadline, a close request or EOF).
+    pub fn handle_verified(&mut self, now: Instant, ok: bool, conn: &Connection) {
+        self.handle_timeout(now);
+        if !matches!(self.phase, Phase::Verifying(_)) {
+            return;
+        }
+        let Phase::Verifying(pending) = std::mem::replace(&mut self.phase, Phase::Auth) else {
+            unreachable!("matched above");
+        };
+        let ok = pending.finish(conn, ok, Privilege::User);
+        self.login = Some((pending.user, ok));
+        self.auth_reply((!ok).then_some(ProtocolError::AuthFailed));
+    }
+
     /// Reports that the client closed its sending side. Before the handshake is done this
     /// closes the session with [`CloseReason::PeerEof`] (a pending request is abandoned); for
     /// a UDP association it ends the association (RFC 1928 §7). Once established it does
@@ -535,10 +631,12 @@ impl Socks5Handshake {
     }
 
     /// Returns, once, the RFC 1929 login that the last [`handle_input`](Self::handle_input)
-    /// checked: the user name as sent and whether it was accepted. Its reply is in the pending
-    /// output, so a driver that delays failed logins (`socks5d_core::guard::LoginThrottle`)
-    /// asks for this before it writes what [`poll_transmit`](Self::poll_transmit) returns.
-    /// Never carries the password.
+    /// or [`handle_verified`](Self::handle_verified) decided: the user name as sent and
+    /// whether it was accepted. Its reply is in the pending output, so a driver that delays
+    /// failed logins (`socks5d_core::guard::LoginThrottle`) asks for this before it writes
+    /// what [`poll_transmit`](Self::poll_transmit) returns. A login sent for verification
+    /// ([`Event::Verify`]) is reported only once `handle_verified` gives its verdict (never
+    /// if the session closed before). Never carries the password.
     #[must_use]
     pub fn poll_login(&mut self) -> Option<(Bytes, bool)> {
         self.login.take()
@@ -619,7 +717,21 @@ impl Socks5Handshake {
                 let ulen = usize::from(input[1]);
                 let user = &input[2..2 + ulen];
                 let password = &input[3 + ulen..len];
-                let ok = conn.authenticate(user, password, Privilege::User);
+                let ok = match conn.check_login(user, password, Privilege::User) {
+                    Login::Accepted => true,
+                    Login::Rejected => false,
+                    Login::Verify { phc } => {
+                        let pending = PendingLogin::new(user, password, phc);
+                        self.events.push_back(Event::Verify {
+                            user: pending.user.clone(),
+                            password: pending.password.clone(),
+                            phc: pending.phc.clone(),
+                        });
+                        input.advance(len);
+                        self.phase = Phase::Verifying(pending);
+                        return false;
+                    }
+                };
                 self.login = Some((Bytes::copy_from_slice(user), ok));
                 (len, (!ok).then_some(ProtocolError::AuthFailed))
             }
@@ -627,6 +739,12 @@ impl Socks5Handshake {
             Err(e) => (0, Some(e.into())),
         };
         input.advance(len);
+        self.auth_reply(reason)
+    }
+
+    /// Sends the RFC 1929 reply: success (`reason` is `None`), else failure and close.
+    /// Returns whether to go on.
+    fn auth_reply(&mut self, reason: Option<ProtocolError>) -> bool {
         let status = u8::from(reason.is_some());
         UserPassReply { status }.encode(&mut self.out);
         if let Some(reason) = reason {

@@ -1161,3 +1161,4 @@ fn client_side_api_against_the_server() {
 
 mod commands;
 mod happy_eyeballs;
+mod verify;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{lock, Privilege, State};
+use super::{lock, Login, Privilege, State};
 
 /// What kind of connection a [`Connection`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,29 +198,20 @@ impl Connection {
     /// binding happen under the users lock, so a concurrent removal of the user either sees
     /// this connection (and closes it) or makes this call fail. The password comparison takes
     /// time that depends only on the lengths, and an unknown user costs a comparison too.
+    ///
+    /// This is [`check_login`](Self::check_login) taking only [`Login::Accepted`] as success:
+    /// a hashed user is accepted only from a warm cache (a cold one returns false, as the
+    /// core cannot verify a hash; sessions use `check_login` and ask their driver).
     pub fn authenticate(&self, user: &[u8], password: &[u8], required: Privilege) -> bool {
-        if self.shared.user.get().is_some() {
-            return false;
-        }
-        let users = self.state.users_read();
-        let Some(r) = users.iter().find(|r| r.name == user) else {
-            // Compare anyway so that an unknown user takes as long as a wrong password.
-            let _ = crate::codec::ct_eq(password, password);
-            return false;
-        };
-        if !r.password.matches(password) || r.privilege < required {
-            return false;
-        }
-        if self.shared.user.set(r.name.clone()).is_err() {
-            return false;
-        }
-        if self.shared.kind == ConnKind::Proxy {
-            if r.open.fetch_add(1, Relaxed) == 0 {
-                self.state.counters.users_connected.fetch_add(1, Relaxed);
-            }
-            let _ = self.user_open.set(r.open.clone());
-        }
-        true
+        self.check_login(user, password, required) == Login::Accepted
+    }
+
+    pub(super) fn shared(&self) -> &ConnShared {
+        &self.shared
+    }
+
+    pub(super) fn set_user_open(&self, open: Arc<AtomicU32>) {
+        let _ = self.user_open.set(open);
     }
 
     /// Marks activity at `now` (for the clean-up routine) without counting bytes.

@@ -19,11 +19,16 @@
 //! time comes in as `now: Instant` and is stored relative to the `epoch` given to
 //! [`State::new`].
 //!
-//! Files: `users.rs` (users, [`Secret`], the user half of `apply`), `settings.rs`
+//! Users are added with a clear password or a PHC string; logins of hashed users take two
+//! phases, with a warm cache ([`Login`], `login.rs`).
+//!
+//! Files: `users.rs` (users, [`Secret`], the user half of `apply`), `login.rs`
+//! ([`Credential`], [`Login`], the two-phase login and its cache), `settings.rs`
 //! ([`Config`], [`Settings`]), `counters.rs` ([`Counters`]), `conn.rs` ([`Connection`], the
 //! registry and the close signal).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -32,15 +37,19 @@ use bytes::Bytes;
 
 mod conn;
 mod counters;
+mod login;
 mod settings;
 mod users;
 
 pub use conn::{CloseCause, ConnKind, Connection};
 pub use counters::Counters;
+pub(crate) use login::PendingLogin;
+pub use login::{is_valid_phc, Credential, Login, MAX_PHC_LEN};
 pub use settings::{Config, Settings};
 pub use users::{is_valid_password, is_valid_username, Privilege, Secret, User};
 
 use counters::AtomicCounters;
+use login::DigestKeys;
 use users::UserRecord;
 
 /// At most this many users: the admin protocol counts them in one byte.
@@ -54,10 +63,11 @@ pub const MAX_BUFFER_SIZE: u32 = 1_048_576;
 /// and the connection timeout: [`Settings::auth_timeout`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A typed change to the [`State`], as an administrator asked for it. The admin session asks
-/// its driver to check and apply it ([`State::apply`]) and to make it durable before the
-/// session acknowledges it. `Debug` never shows a password ([`Secret`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A typed change to the [`State`], as an administrator asked for it (or a store loaded). The
+/// admin session asks its driver to check and apply it ([`State::apply`]) and to make it
+/// durable before the session acknowledges it. `Debug` never shows a password ([`Secret`])
+/// or a PHC string.
+#[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Mutation {
     /// Add a user.
@@ -67,6 +77,20 @@ pub enum Mutation {
         name: Bytes,
         /// Password.
         password: Secret,
+        /// Privilege.
+        privilege: Privilege,
+    },
+    /// Add a user whose password is stored hashed (loaded from a store, or an admin's
+    /// [`AddUser`](Self::AddUser) after the driver hashed its password): applied like
+    /// `AddUser`, with the same outcomes; `phc` must be [`is_valid_phc`], else
+    /// [`Outcome::InvalidParameter`]. Its logins go through [`Login::Verify`].
+    AddHashedUser {
+        /// Username.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
+        name: Bytes,
+        /// The PHC string (argon2id) of the password.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arbitrary_field::<0>))]
+        phc: Bytes,
         /// Privilege.
         privilege: Privilege,
     },
@@ -86,6 +110,38 @@ pub enum Mutation {
     SetSelectorTimeout(u8),
     /// Set how long a connection may be idle before the clean-up routine closes it, in seconds.
     SetConnectionTimeout(u8),
+}
+
+impl fmt::Debug for Mutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AddUser {
+                name,
+                password,
+                privilege,
+            } => f
+                .debug_struct("AddUser")
+                .field("name", name)
+                .field("password", password)
+                .field("privilege", privilege)
+                .finish(),
+            Self::AddHashedUser {
+                name, privilege, ..
+            } => f
+                .debug_struct("AddHashedUser")
+                .field("name", name)
+                .field("privilege", privilege)
+                .finish_non_exhaustive(),
+            Self::RemoveUser { name } => f.debug_struct("RemoveUser").field("name", name).finish(),
+            Self::SetSniffing(v) => f.debug_tuple("SetSniffing").field(v).finish(),
+            Self::SetCleanup(v) => f.debug_tuple("SetCleanup").field(v).finish(),
+            Self::SetBufferSize(v) => f.debug_tuple("SetBufferSize").field(v).finish(),
+            Self::SetSelectorTimeout(v) => f.debug_tuple("SetSelectorTimeout").field(v).finish(),
+            Self::SetConnectionTimeout(v) => {
+                f.debug_tuple("SetConnectionTimeout").field(v).finish()
+            }
+        }
+    }
 }
 
 /// The one well-defined outcome of applying a [`Mutation`]. The admin session turns it into
@@ -120,6 +176,10 @@ pub struct State {
     counters: AtomicCounters,
     next_id: AtomicU64,
     registry: conn::Registry,
+    /// The keys of every user's warm login cache (random per process).
+    digest_keys: DigestKeys,
+    /// The PHC string unknown users are verified against, if set.
+    decoy: Mutex<Option<login::Decoy>>,
 }
 
 /// Locks a mutex, carrying on if a thread panicked while holding it (the data here stays
@@ -138,6 +198,8 @@ impl State {
             counters: AtomicCounters::default(),
             next_id: AtomicU64::new(0),
             registry: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            digest_keys: DigestKeys::new(),
+            decoy: Mutex::new(None),
         }
     }
 
@@ -177,7 +239,12 @@ impl State {
                 name,
                 password,
                 privilege,
-            } => self.add_user(name, password, *privilege),
+            } => self.add_user(name, Credential::Clear(password.clone()), *privilege),
+            Mutation::AddHashedUser {
+                name,
+                phc,
+                privilege,
+            } => self.add_user(name, Credential::Hashed(phc.clone()), *privilege),
             Mutation::RemoveUser { name } => self.remove_user(actor, name),
             Mutation::SetSniffing(_)
             | Mutation::SetCleanup(_)

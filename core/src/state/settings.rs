@@ -109,7 +109,9 @@ impl Settings {
     /// stores. `None` for the mutations that are not settings.
     pub(super) fn apply(&self, m: &Mutation) -> Option<Outcome> {
         match m {
-            Mutation::AddUser { .. } | Mutation::RemoveUser { .. } => return None,
+            Mutation::AddUser { .. }
+            | Mutation::AddHashedUser { .. }
+            | Mutation::RemoveUser { .. } => return None,
             Mutation::SetBufferSize(n) if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(n) => {
                 return Some(Outcome::InvalidParameter)
             }

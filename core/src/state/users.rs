@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::conn::CloseCause;
+use super::login::{is_valid_phc, Credential, Digest};
 use super::{Outcome, State, MAX_USERS};
 use crate::codec::ct_eq;
 
@@ -119,15 +120,18 @@ pub fn is_valid_password(password: &[u8]) -> bool {
     (1..=255).contains(&password.len())
 }
 
-/// One user as the state holds it.
+/// One user as the state holds it. `Debug` shows no password, hash or digest.
 #[derive(Debug)]
 pub(super) struct UserRecord {
     pub(super) name: Bytes,
-    pub(super) password: Secret,
+    pub(super) credential: Credential,
     pub(super) privilege: Privilege,
     /// Open SOCKS connections of this user; shared with those connections, which decrement it
     /// when they close even if the user was removed meanwhile.
     pub(super) open: Arc<AtomicU32>,
+    /// [`Credential::Hashed`]: the digest of the last password that verified (the warm
+    /// cache, see `login.rs`); never set for a clear user.
+    pub(super) warm: Mutex<Option<Digest>>,
 }
 
 impl State {
@@ -158,10 +162,14 @@ impl State {
     pub(super) fn add_user(
         &self,
         name: &Bytes,
-        password: &Secret,
+        credential: Credential,
         privilege: Privilege,
     ) -> Outcome {
-        if !is_valid_username(name) || !is_valid_password(password.expose()) {
+        let valid = match &credential {
+            Credential::Clear(password) => is_valid_password(password.expose()),
+            Credential::Hashed(phc) => is_valid_phc(phc),
+        };
+        if !is_valid_username(name) || !valid {
             return Outcome::InvalidParameter;
         }
         let mut users = self.users_write();
@@ -173,9 +181,10 @@ impl State {
         }
         users.push(UserRecord {
             name: name.clone(),
-            password: password.clone(),
+            credential,
             privilege,
             open: Arc::default(),
+            warm: Mutex::new(None),
         });
         Outcome::Applied
     }
