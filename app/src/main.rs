@@ -174,18 +174,13 @@ fn run(runtime: RuntimeArg, state: Arc<State>, options: ServerOptions, a: Addrs)
     let (s, o) = (state, options);
     match runtime {
         RuntimeArg::Tokio => {
-            socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a))
-                .unwrap_or_else(|e| {
-                    eprintln!("socks5d: cannot start the tokio runtime: {e}");
-                    ExitCode::FAILURE
-                })
+            socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a)).unwrap_or_else(|e| {
+                eprintln!("socks5d: cannot start the tokio runtime: {e}");
+                ExitCode::FAILURE
+            })
         }
-        RuntimeArg::Smol => {
-            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a))
-        }
-        RuntimeArg::AsyncStd => {
-            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a))
-        }
+        RuntimeArg::Smol => socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a)),
+        RuntimeArg::AsyncStd => socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a)),
     }
 }
 

@@ -33,6 +33,13 @@ pub trait Runtime: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// Runs `task` in the background.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 
+    /// Runs the blocking `work` on a thread pool off the async workers (password hashing and
+    /// verification, store writes) and completes with its result.
+    fn spawn_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static;
+
     /// Registers a non-blocking socket with the reactor.
     ///
     /// # Errors

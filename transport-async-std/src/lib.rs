@@ -109,6 +109,13 @@ macro_rules! async_io_runtime {
             }
         }
 
+        fn spawn_blocking<T: Send + 'static>(
+            &self,
+            work: impl FnOnce() -> T + Send + 'static,
+        ) -> impl Future<Output = T> + Send + 'static {
+            blocking::unblock(work)
+        }
+
         fn register(&self, socket: socket2::Socket) -> io::Result<AsyncSocket> {
             Async::new_nonblocking(socket).map(AsyncSocket)
         }

@@ -86,6 +86,20 @@ impl Runtime for Tokio {
         tokio::spawn(task);
     }
 
+    fn spawn_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static {
+        let task = tokio::task::spawn_blocking(work);
+        async move {
+            match task.await {
+                Ok(t) => t,
+                // The work panicked: carry the panic on, as a direct call would.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+
     fn register(&self, socket: socket2::Socket) -> io::Result<TokioSocket> {
         // SAFETY: a `socket2::Socket` owns its descriptor: it stays open and refers to the
         // same socket until the `Socket` is dropped, which happens only when the `AsyncFd`

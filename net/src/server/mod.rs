@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_lock::Semaphore;
+use bytes::Bytes;
 use socks5d_core::admin::Framing;
 use socks5d_core::guard::{AdmissionPool, LoginThrottle};
-use socks5d_core::state::{CloseCause, Connection, State};
+use socks5d_core::state::{CloseCause, Connection, Secret, State};
 
 use crate::metrics::Metrics;
 use crate::runtime::{race, Raced, Runtime, Socket};
@@ -56,6 +57,30 @@ pub struct Shared<R: Runtime> {
     pub socks_throttle: Arc<LoginThrottle>,
     /// Prometheus metrics, when served (`--metrics`).
     pub metrics: Option<Arc<Metrics>>,
+    /// Checks a password against a stored hash (a PHC string), for users stored hashed; run
+    /// on the blocking pool, at most [`Shared::verify_slots`] at once. Without one, hashed
+    /// users cannot log in.
+    pub verifier: Option<PasswordVerifier>,
+    /// Cold password verifications running at once (argon2 costs milliseconds of CPU: a flood
+    /// of wrong passwords must not take every core).
+    pub verify_slots: Arc<Semaphore>,
+}
+
+/// Checks a password (second argument) against a PHC string (first argument).
+#[derive(Clone)]
+pub struct PasswordVerifier(Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>);
+
+impl PasswordVerifier {
+    /// Wraps `check(phc, password)`.
+    pub fn new(check: impl Fn(&[u8], &[u8]) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+}
+
+impl std::fmt::Debug for PasswordVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordVerifier")
+    }
 }
 
 impl<R: Runtime> Clone for Shared<R> {
@@ -70,6 +95,8 @@ impl<R: Runtime> Clone for Shared<R> {
             admin_throttle: self.admin_throttle.clone(),
             socks_throttle: self.socks_throttle.clone(),
             metrics: self.metrics.clone(),
+            verifier: self.verifier.clone(),
+            verify_slots: self.verify_slots.clone(),
         }
     }
 }
@@ -88,7 +115,31 @@ impl<R: Runtime> Shared<R> {
             options: Arc::new(options),
             log: Arc::new(StdoutSink::default()),
             metrics: None,
+            verifier: None,
+            verify_slots: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )),
         }
+    }
+
+    /// Verifies hashed passwords with `verifier`.
+    #[must_use]
+    pub fn with_verifier(mut self, verifier: PasswordVerifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Verifies `password` against `phc` off the async workers, within the verification
+    /// slots; `false` without a verifier.
+    pub(crate) async fn verify(&self, phc: Bytes, password: Secret) -> bool {
+        let Some(v) = self.verifier.clone() else {
+            tracing::warn!("a user is stored hashed but this server has no password verifier");
+            return false;
+        };
+        let _slot = self.verify_slots.acquire().await;
+        self.rt
+            .spawn_blocking(move || (v.0)(&phc, password.expose()))
+            .await
     }
 
     /// Counts into `metrics` (served by [`crate::metrics::serve_metrics`]).

@@ -35,6 +35,7 @@ enum Step<S> {
     Resolved(io::Result<Vec<SocketAddr>>),
     Dialed(Attempt, io::Result<(S, SocketAddr)>),
     Accepted(io::Result<(socket2::Socket, SocketAddr)>),
+    Verified(bool),
 }
 
 /// The sockets and pending operations the handshake asked for.
@@ -49,13 +50,15 @@ struct Pending<'a, R: Runtime> {
     accepted: Option<R::Socket>,
     /// UDP ASSOCIATE: the relay socket.
     udp: Option<UdpSocket>,
+    /// A password being verified against its stored hash.
+    verifying: Option<Boxed<'a, bool>>,
 }
 
 impl<R: Runtime> Pending<'_, R> {
     /// Whether a request is being carried out (then the client is not read: what it sends
     /// waits in the kernel, the core keeps what was already read).
     fn busy(&self) -> bool {
-        self.resolving.is_some() || !self.dials.is_empty()
+        self.resolving.is_some() || !self.dials.is_empty() || self.verifying.is_some()
     }
 }
 
@@ -88,6 +91,7 @@ pub async fn serve_socks_connection<R: Runtime>(
         listener: None,
         accepted: None,
         udp: None,
+        verifying: None,
     };
     let mut client_eof = false;
     let mut replied = false;
@@ -145,6 +149,9 @@ pub async fn serve_socks_connection<R: Runtime>(
         let mut answered = false;
         while let Some(ev) = hs.poll_event() {
             match ev {
+                socks5::Event::Verify { phc, password, .. } => {
+                    p.verifying = Some(Box::pin(shared.verify(phc, password)));
+                }
                 socks5::Event::Resolve { host, port } => {
                     // The core asks only for UTF-8 names.
                     let host = String::from_utf8_lossy(&host).into_owned();
@@ -273,7 +280,14 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
             });
             let (resolving, dials) = (&mut p.resolving, &mut p.dials);
+            let verifying = &mut p.verifying;
             let step = poll_fn(|cx| {
+                if let Some(v) = verifying.as_mut() {
+                    if let Poll::Ready(ok) = v.as_mut().poll(cx) {
+                        *verifying = None;
+                        return Poll::Ready(Step::Verified(ok));
+                    }
+                }
                 if let Some(r) = resolving.as_mut() {
                     if let Poll::Ready(x) = r.as_mut().poll(cx) {
                         *resolving = None;
@@ -316,6 +330,11 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
             },
             (now, Step::Resolved(r)) => hs.handle_resolved(now, r.map_err(|e| e.kind())),
+            (now, Step::Verified(ok)) => {
+                hs.handle_verified(now, ok, &conn);
+                // A request pipelined after the login waited in the buffer.
+                hs.handle_input(now, &mut rbuf, &conn);
+            }
             (now, Step::Dialed(a, r)) => {
                 let r = r.map(|(sock, local)| {
                     p.connected.push((a, sock));
