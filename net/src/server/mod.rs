@@ -68,7 +68,10 @@ pub struct Shared<R: Runtime> {
 
 /// Checks a password (second argument) against a PHC string (first argument).
 #[derive(Clone)]
-pub struct PasswordVerifier(Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>);
+pub struct PasswordVerifier(Arc<CheckFn>);
+
+/// `check(phc, password)`.
+type CheckFn = dyn Fn(&[u8], &[u8]) -> bool + Send + Sync;
 
 impl PasswordVerifier {
     /// Wraps `check(phc, password)`.
