@@ -2,12 +2,39 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::lock;
+
+/// The group a source counts in: an IPv4 address (IPv4-mapped IPv6 included), or an IPv6 /64.
+fn group(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The oldest ticket of the source holding the most tickets (ids grow with admission, so the
+/// first seen of a source is its oldest; ties go to the source whose oldest is older).
+fn busiest_oldest(tickets: &BTreeMap<u64, (Instant, Arc<Signal>, Option<IpAddr>)>) -> Option<u64> {
+    let mut per: Vec<(Option<IpAddr>, usize, u64)> = Vec::new();
+    for (&id, (_, _, src)) in tickets {
+        match per.iter_mut().find(|(s, _, _)| s == src) {
+            Some(e) => e.1 += 1,
+            None => per.push((*src, 1, id)),
+        }
+    }
+    per.into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+        .map(|(_, _, oldest)| oldest)
+}
 
 /// A bounded pool of places for connections in their handshake; when it is full, a new
 /// connection takes the place of the oldest one, which is told to close.
@@ -44,7 +71,7 @@ struct Inner {
 /// The tickets in the pool, oldest (smallest id) first.
 struct Live {
     next_id: u64,
-    tickets: BTreeMap<u64, (Instant, Arc<Signal>)>,
+    tickets: BTreeMap<u64, (Instant, Arc<Signal>, Option<IpAddr>)>,
 }
 
 /// A one-shot "you were evicted" flag with one waiting task (as `state`'s close signal).
@@ -144,15 +171,29 @@ impl AdmissionPool {
     /// (first admitted) loses its place: its holder's [`Ticket::poll_evicted`] becomes ready,
     /// and it is returned for the log.
     pub fn admit(&self, now: Instant) -> (Ticket, Option<Evicted>) {
+        self.admit_inner(now, None)
+    }
+
+    /// As [`admit`](Self::admit), for a connection from `source`: when the pool is full, the
+    /// place is taken from the source that holds the most places (its oldest connection), the
+    /// oldest overall among equals. So one address holding sockets open, or reopening them as
+    /// fast as they are closed, only ever evicts its own connections, never an administrator's
+    /// from another address. IPv6 sources count by their /64 (one subscriber's block).
+    pub fn admit_from(&self, now: Instant, source: IpAddr) -> (Ticket, Option<Evicted>) {
+        self.admit_inner(now, Some(group(source)))
+    }
+
+    fn admit_inner(&self, now: Instant, source: Option<IpAddr>) -> (Ticket, Option<Evicted>) {
         let mut live = lock(&self.inner.live);
         let evicted = if live.tickets.len() >= self.inner.capacity {
-            live.tickets.pop_first()
+            let victim = busiest_oldest(&live.tickets);
+            victim.and_then(|id| live.tickets.remove_entry(&id))
         } else {
             None
         };
-        let ticket = self.insert(&mut live, now);
+        let ticket = self.insert(&mut live, now, source);
         drop(live);
-        let evicted = evicted.map(|(id, (admitted_at, signal))| {
+        let evicted = evicted.map(|(id, (admitted_at, signal, _))| {
             self.inner.evictions.fetch_add(1, Ordering::Relaxed);
             // Outside the pool's lock: waking may run arbitrary code.
             signal.fire();
@@ -165,14 +206,14 @@ impl AdmissionPool {
     /// evicted).
     pub fn try_admit(&self, now: Instant) -> Option<Ticket> {
         let mut live = lock(&self.inner.live);
-        (live.tickets.len() < self.inner.capacity).then(|| self.insert(&mut live, now))
+        (live.tickets.len() < self.inner.capacity).then(|| self.insert(&mut live, now, None))
     }
 
-    fn insert(&self, live: &mut Live, now: Instant) -> Ticket {
+    fn insert(&self, live: &mut Live, now: Instant, source: Option<IpAddr>) -> Ticket {
         let id = live.next_id;
         live.next_id += 1;
         let signal = Arc::new(Signal::default());
-        live.tickets.insert(id, (now, signal.clone()));
+        live.tickets.insert(id, (now, signal.clone(), source));
         Ticket {
             pool: self.inner.clone(),
             id,

@@ -165,3 +165,32 @@ fn ids_follow_admission_order() {
     let ids: Vec<u64> = (0..10).map(|i| pool.admit(ms(i)).0.id()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[test]
+fn a_flooding_source_only_evicts_its_own() {
+    let now = Instant::now();
+    let pool = AdmissionPool::new(4);
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let admin: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut held: Vec<_> = (0..4).map(|_| pool.admit_from(now, attacker).0).collect();
+    let (mine, evicted) = pool.admit_from(now, admin);
+    assert!(evicted.is_some(), "the pool was full");
+    // The attacker reopens as fast as it can: it keeps evicting itself, never the admin.
+    for _ in 0..100 {
+        let (t, e) = pool.admit_from(now, attacker);
+        assert!(e.is_some());
+        held.push(t);
+    }
+    assert!(!mine.is_evicted());
+    // IPv6 sources count by /64: two addresses of one block are one source.
+    let pool = AdmissionPool::new(2);
+    let a = pool.admit_from(now, "2001:db8::1".parse().unwrap()).0;
+    let b = pool.admit_from(now, "2001:db8:0:1::1".parse().unwrap()).0;
+    let (_c, e) = pool.admit_from(now, "2001:db8::2".parse().unwrap());
+    assert_eq!(
+        e.map(|e| e.id),
+        Some(a.id()),
+        "a tie between the two /64s: the oldest goes"
+    );
+    assert!(!b.is_evicted());
+}

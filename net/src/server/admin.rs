@@ -60,7 +60,7 @@ pub async fn serve_admin_connection<R: Runtime>(
 ) -> io::Result<()> {
     let rt = &shared.rt;
     let start = rt.now();
-    let (ticket, evicted) = shared.admin_pool.admit(start);
+    let (ticket, evicted) = shared.admin_pool.admit_from(start, peer.ip());
     if let Some(e) = evicted {
         tracing::debug!(
             id = e.id,
