@@ -89,14 +89,11 @@
 
 pub mod admin;
 mod codec;
-#[cfg(any(test, feature = "_test_exports"))]
+#[cfg(test)]
 #[path = "../test-support/epoch.rs"]
 mod epoch;
 pub mod error;
 pub mod guard;
-// UNSTABLE (see its docs): for the fuzz crate and tests.
-#[cfg(feature = "_test_exports")]
-pub mod fuzzing;
 pub mod logfmt;
 pub mod proxy_protocol;
 pub mod sniff;

@@ -1,7 +1,7 @@
-//! The one clock read of the core's unit tests and fuzz bodies: an epoch `Instant` to which
-//! they add durations. It lives outside `src/` so that `src/` itself never reads a clock (the
-//! sessions only ever see instants they are given). Included by `src/lib.rs` under
-//! `cfg(any(test, feature = "_test_exports"))`.
+//! The one clock read of the core's unit tests: an epoch `Instant` to which they add
+//! durations. It lives outside `src/` so that `src/` itself never reads a clock (the sessions
+//! only ever see instants they are given). Included by `src/lib.rs` under `cfg(test)` only;
+//! the fuzz bodies have their own in `socks5d-testkit`.
 
 use std::sync::OnceLock;
 use std::time::Instant;

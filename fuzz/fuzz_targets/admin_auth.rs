@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_core::fuzzing::admin_auth(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_testkit::fuzzing::admin_auth(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_core::proxy_protocol::fuzz::proxy_protocol(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_testkit::proxy_protocol::proxy_protocol(data));

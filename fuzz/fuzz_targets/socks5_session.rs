@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_core::fuzzing::socks5_session(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_testkit::fuzzing::socks5_session(data));

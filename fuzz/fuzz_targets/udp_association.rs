@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_core::udp::fuzz::udp_association(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| socks5d_testkit::udp::udp_association(data));

@@ -14,10 +14,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Query};
 use socks5d_core::admin::{self, AdminSession, Dialect, Framing};
-use socks5d_core::fuzzing::{self, Script, Step};
 use socks5d_core::socks5::{self, Greeting, HandshakeLimits, Request, Socks5Handshake};
 use socks5d_core::state::{Config, ConnKind, Mutation, Privilege, State};
 use socks5d_core::UserPassRequest;
+use socks5d_testkit::fuzzing::{self, Script, Step};
 use socks5d_tests::strategies::*;
 
 /// Cuts `stream` at the given points (taken modulo its length, sorted, deduplicated).

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
-use socks5d_core::udp::fuzz::{self, Op, Script};
 use socks5d_core::udp::{Header, HeaderError};
+use socks5d_testkit::udp::{self as fuzz, Op, Script};
 use socks5d_tests::strategies::{arb_addr_wire, arb_bytes, arb_target_addr};
 
 // ---------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-// Pool indexes of the association script (see `socks5d_core::udp::fuzz`).
+// Pool indexes of the association script (see `socks5d_testkit::udp`).
 const CLIENT: u8 = 0;
 const CLIENT_MAPPED: u8 = 1;
 const CLIENT_OTHER_PORT: u8 = 2;

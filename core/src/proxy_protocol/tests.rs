@@ -46,8 +46,6 @@ fn golden(bytes: &[u8], version: Version, addresses: Addresses) {
     let mut enc = BytesMut::new();
     want.encode(&mut enc);
     assert_eq!(ProxyHeader::parse(&enc), Ok(Some((want, enc.len()))));
-    #[cfg(feature = "_test_exports")]
-    fuzz::proxy_protocol(&[bytes, b"\x05\x01\x02"].concat());
 }
 
 /// `bytes` is refused with `err`, and its last byte is the one that rules it out (every
@@ -65,8 +63,6 @@ fn bad(bytes: &[u8], err: ProxyError, early: bool) {
         let prefix = &bytes[..bytes.len() - 1];
         assert_eq!(ProxyHeader::parse(prefix), Ok(None), "{prefix:02x?}");
     }
-    #[cfg(feature = "_test_exports")]
-    fuzz::proxy_protocol(bytes);
 }
 
 fn v2(ver_cmd: u8, fam: u8, block: &[u8]) -> Vec<u8> {

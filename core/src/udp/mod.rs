@@ -108,8 +108,6 @@ use std::time::Duration;
 use bytes::Bytes;
 
 mod association;
-#[cfg(feature = "_test_exports")]
-pub mod fuzz;
 mod header;
 #[cfg(test)]
 mod tests;

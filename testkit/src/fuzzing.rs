@@ -25,20 +25,20 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 
-use crate::admin::msg::{
+use socks5d_core::admin::msg::{
     AdminRequest, AdminResponse, ListedUser, Modify, ModifyCmd, Query, RequestType, ValueCmd,
 };
-use crate::admin::{self, AdminSession, Dialect, Framing};
-use crate::codec::{UserPassReply, UserPassRequest};
-use crate::error::{CloseReason, DecodeError};
-use crate::sniff::{Credential, Sniffer, MAX_QUEUED};
-use crate::socks5::{
+use socks5d_core::admin::{self, AdminSession, Dialect, Framing};
+use socks5d_core::error::{CloseReason, DecodeError};
+use socks5d_core::sniff::{Credential, Sniffer, MAX_QUEUED};
+use socks5d_core::socks5::{
     self, Attempt, Command, Greeting, HandshakeLimits, Method, MethodSelection, ReplyCode, Request,
     Socks5Handshake, TargetAddr,
 };
-use crate::state::{
+use socks5d_core::state::{
     CloseCause, Config, ConnKind, Mutation, Outcome, Privilege, State, HANDSHAKE_TIMEOUT,
 };
+use socks5d_core::{UserPassReply, UserPassRequest};
 
 // ---------------------------------------------------------------------------------------------
 // Parsers
@@ -535,7 +535,7 @@ enum Asked {
 /// Drives one [`Socks5Handshake`] against a [`World`] and checks its per-call invariants.
 struct Socks5Driver {
     s: Socks5Handshake,
-    conn: crate::state::Connection,
+    conn: socks5d_core::state::Connection,
     input: BytesMut,
     t: Socks5Transcript,
     t0: Instant,
@@ -668,7 +668,7 @@ impl Socks5Driver {
             .filter(|a| matches!(a, Asked::Dial(..)))
             .count();
         assert!(
-            dials <= crate::timer::Timer::ATTEMPT_SLOTS,
+            dials <= socks5d_core::timer::Timer::ATTEMPT_SLOTS,
             "too many dials in flight"
         );
         if self.s.is_done() {
@@ -1444,7 +1444,7 @@ struct AdminTranscript {
 struct AdminDriver {
     s: AdminSession,
     state: Arc<State>,
-    conn: crate::state::Connection,
+    conn: socks5d_core::state::Connection,
     framing: Framing,
     t: AdminTranscript,
     auth_deadline: Instant,
@@ -1599,7 +1599,7 @@ impl AdminDriver {
         self.settle(now);
     }
 
-    fn close_request(&mut self, now: Instant, cause: crate::state::CloseCause) {
+    fn close_request(&mut self, now: Instant, cause: socks5d_core::state::CloseCause) {
         self.polled = 0;
         self.s.handle_close_request(now, cause);
         self.settle(now);

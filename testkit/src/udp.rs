@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Association, DropReason, Header, HeaderError, UdpEvent, UdpLimits};
-use crate::socks5::TargetAddr;
+use socks5d_core::socks5::TargetAddr;
+use socks5d_core::udp::{Association, DropReason, Header, HeaderError, UdpEvent, UdpLimits};
 
 // ---------------------------------------------------------------------------------------------
 // Header
@@ -64,6 +64,8 @@ pub fn udp_header(data: &[u8]) {
                     longer.extend_from_slice(&[0; Header::MAX_LEN]);
                     assert_eq!(Header::check(&longer), Err(a));
                 }
+                // `HeaderError` is non-exhaustive: a new kind needs its invariant here.
+                other => panic!("unchecked header error {other:?}"),
             }
         }
         (c, d) => panic!("check gave {c:?}, decode gave {d:?}"),
@@ -388,6 +390,8 @@ pub fn udp_association(data: &[u8]) {
                         }
                         UdpEvent::Resolve { .. } => assert!(is_client, "Resolve for {from}"),
                         UdpEvent::Dropped { .. } => {}
+                        // `UdpEvent` is non-exhaustive: a new event needs its invariant here.
+                        other => panic!("unchecked event {other:?}"),
                     }
                 }
                 let own = events
@@ -463,6 +467,7 @@ pub fn udp_association(data: &[u8]) {
                     pending.insert(host.clone(), now + limits.resolve_timeout);
                 }
                 UdpEvent::Dropped { reason, .. } => seen.dropped[*reason as usize] += 1,
+                other => panic!("unchecked event {other:?}"),
             }
         }
 
