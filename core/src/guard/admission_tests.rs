@@ -168,7 +168,7 @@ fn ids_follow_admission_order() {
 
 #[test]
 fn a_flooding_source_only_evicts_its_own() {
-    let now = Instant::now();
+    let now = ms(0);
     let pool = AdmissionPool::new(4);
     let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let admin: std::net::IpAddr = "127.0.0.1".parse().unwrap();
