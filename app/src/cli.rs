@@ -223,6 +223,21 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) metrics: Option<std::net::SocketAddr>,
 
+    /// Where users (hashed) and the settings administrators change are stored, so they
+    /// survive a restart. Default: $STATE_DIRECTORY (systemd), else /var/lib/socks5d when
+    /// writable, else ./socks5d-state (with a warning).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<std::path::PathBuf>,
+
+    /// Writes the stored users (names, privileges, password hashes: never passwords) to FILE
+    /// and exits; `--import-users` on another server reads it.
+    #[arg(long, value_name = "FILE", conflicts_with = "import_users")]
+    pub(crate) export_users: Option<std::path::PathBuf>,
+
+    /// Replaces the stored users with those of FILE (from `--export-users`) and exits.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) import_users: Option<std::path::PathBuf>,
+
     /// Async runtime.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
     pub(crate) runtime: RuntimeArg,

@@ -8,14 +8,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
-use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
+use socks5d_core::state::{Config, State};
 use socks5d_net::budget::Budget;
 use socks5d_net::metrics::{serve_metrics, Metrics};
-use socks5d_net::{Listener, Listeners, ServerOptions, Shared};
+use socks5d_net::{Listener, Listeners, Persist, ServerOptions, Shared};
 
 mod cli;
+mod store;
 
-use cli::{Cli, Credentials, RuntimeArg};
+use cli::{Cli, RuntimeArg};
 
 /// Exit status for a bad command line (as clap uses).
 const USAGE: u8 = 2;
@@ -35,9 +36,46 @@ fn main() -> ExitCode {
             allow_anonymous: cli.allow_anonymous,
         },
     ));
-    if let Err(msg) = add_users(&state, &cli) {
+    // Users and settings live in the embedded store (`--state-dir`).
+    let dir = match &cli.state_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = socks5d_store::default_state_dir();
+            if let Some(w) = &d.warning {
+                tracing::warn!("{w}");
+            }
+            d.path
+        }
+    };
+    if let Some(file) = &cli.export_users {
+        return export_users(&dir, file);
+    }
+    if let Some(file) = &cli.import_users {
+        return import_users(&dir, file);
+    }
+    if let Err(msg) = check_users(&cli) {
         eprintln!("socks5d: {msg}");
         return ExitCode::from(USAGE);
+    }
+    let store = match store::open(&dir, &state, &cli.admins, &cli.users) {
+        Ok((store, created)) => {
+            if let Some(password) = created {
+                eprintln!(
+                    "socks5d: no administrator given (-a USER:PASS) or stored; created administrator \"admin\" with password {password} (stored hashed in {})",
+                    dir.display()
+                );
+            }
+            store
+        }
+        Err(msg) => {
+            eprintln!("socks5d: state directory {}: {msg}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(state_dir = %dir.display(), users = state.user_count(), "state loaded");
+    // Hide whether a user exists: an unknown name is verified against a hash too.
+    if let Ok(decoy) = random_password().map(|p| socks5d_store::hash_password(p.as_bytes())) {
+        state.set_decoy_phc(decoy.ok().map(Bytes::from));
     }
 
     let defaults = ServerOptions {
@@ -64,7 +102,70 @@ fn main() -> ExitCode {
         admin: admin_addr,
         metrics: cli.metrics,
     };
-    run(cli.runtime, state, options, addrs)
+    run(cli.runtime, state, options, addrs, store::persist(store))
+}
+
+/// `--export-users FILE`: writes the stored users (hashes, never passwords) and exits.
+fn export_users(dir: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let result = socks5d_store::Store::open(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            let f = std::fs::File::create(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            s.export(f).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socks5d: export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--import-users FILE`: replaces the stored users and settings with the file's, and exits.
+fn import_users(dir: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let result = socks5d_store::import(file)
+        .map_err(|e| e.to_string())
+        .and_then(|snap| {
+            let s = socks5d_store::Store::open(dir).map_err(|e| e.to_string())?;
+            let n = snap.users.len();
+            s.commit(&socks5d_store::Change::Replace {
+                users: snap.users,
+                settings: snap.settings,
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(n)
+        });
+    match result {
+        Ok(n) => {
+            eprintln!("socks5d: imported {n} users into {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socks5d: import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Refuses a command line whose users cannot be added (a bad name, one given twice).
+fn check_users(cli: &Cli) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for c in cli.admins.iter().chain(&cli.users) {
+        if !socks5d_core::state::is_valid_username(&c.user) {
+            return Err(format!(
+                "bad user name {:?}",
+                String::from_utf8_lossy(&c.user)
+            ));
+        }
+        if !seen.insert(c.user.clone()) {
+            return Err(format!(
+                "user {:?} given more than once",
+                String::from_utf8_lossy(&c.user)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Raises the open-file limit and plans it ([`Budget`]): how many SOCKS connections to serve
@@ -109,49 +210,8 @@ fn init_tracing(level: Option<&str>) {
         .init();
 }
 
-/// Adds the command line's users and administrators, or the generated `admin`.
-fn add_users(state: &State, cli: &Cli) -> Result<(), String> {
-    let add = |c: &Credentials, privilege| {
-        let m = Mutation::AddUser {
-            name: c.user.clone(),
-            password: c.password.clone().into(),
-            privilege,
-        };
-        match state.apply(None, &m) {
-            Outcome::Applied => Ok(()),
-            Outcome::NameTaken => Err(format!(
-                "user {:?} given more than once",
-                String::from_utf8_lossy(&c.user)
-            )),
-            Outcome::TooManyUsers => Err("too many users (at most 255)".to_string()),
-            other => Err(format!(
-                "cannot add user {:?}: {other:?}",
-                String::from_utf8_lossy(&c.user)
-            )),
-        }
-    };
-    for c in &cli.admins {
-        add(c, Privilege::Admin)?;
-    }
-    for c in &cli.users {
-        add(c, Privilege::User)?;
-    }
-    if cli.admins.is_empty() {
-        let password = random_password().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-        let c = Credentials {
-            user: Bytes::from_static(b"admin"),
-            password: Bytes::from(password.clone()),
-        };
-        add(&c, Privilege::Admin)?;
-        eprintln!(
-            "socks5d: no administrator given (-a USER:PASS); created administrator \"admin\" with password {password}"
-        );
-    }
-    Ok(())
-}
-
 /// Returns 20 random alphanumeric characters (about 119 bits) from /dev/urandom.
-fn random_password() -> std::io::Result<String> {
+pub(crate) fn random_password() -> std::io::Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut f = std::fs::File::open("/dev/urandom")?;
     let mut out = String::with_capacity(20);
@@ -170,17 +230,26 @@ fn random_password() -> std::io::Result<String> {
 
 /// Starts the chosen runtime and serves on it until SIGINT or SIGTERM. Serving is [`serve`],
 /// written once; each runtime only says how it starts.
-fn run(runtime: RuntimeArg, state: Arc<State>, options: ServerOptions, a: Addrs) -> ExitCode {
+fn run(
+    runtime: RuntimeArg,
+    state: Arc<State>,
+    options: ServerOptions,
+    a: Addrs,
+    persist: Arc<dyn Persist>,
+) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
-        RuntimeArg::Tokio => {
-            socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a)).unwrap_or_else(|e| {
+        RuntimeArg::Tokio => socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a, persist))
+            .unwrap_or_else(|e| {
                 eprintln!("socks5d: cannot start the tokio runtime: {e}");
                 ExitCode::FAILURE
-            })
+            }),
+        RuntimeArg::Smol => {
+            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a, persist))
         }
-        RuntimeArg::Smol => socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a)),
-        RuntimeArg::AsyncStd => socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a)),
+        RuntimeArg::AsyncStd => {
+            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a, persist))
+        }
     }
 }
 
@@ -198,6 +267,7 @@ async fn serve<R: socks5d_net::Runtime>(
     state: Arc<State>,
     options: ServerOptions,
     a: Addrs,
+    persist: Arc<dyn Persist>,
 ) -> ExitCode {
     let (socks_addr, admin_addr) = (a.socks, a.admin);
     let transport = options.admin_transport;
@@ -216,7 +286,9 @@ async fn serve<R: socks5d_net::Runtime>(
         runtime = ?rt,
         "socks5d listening"
     );
-    let mut shared = Shared::new(rt.clone(), state.clone(), options);
+    let mut shared = Shared::new(rt.clone(), state.clone(), options)
+        .with_persist(persist)
+        .with_verifier(store::verifier());
     let metrics = match a.metrics {
         None => None,
         Some(addr) => match Listener::bind(&rt, addr) {

@@ -205,6 +205,23 @@ impl State {
         *lock(&self.decoy) = phc.filter(|p| is_valid_phc(p)).map(Decoy);
     }
 
+    /// Returns whether `user` still has the PHC string `phc` and its warm cache holds
+    /// `password`: a verification another connection finished meanwhile (a driver that
+    /// verifies one login per user at a time asks this first, so that a crowd of first logins
+    /// costs one hash, not one each). Binds nothing.
+    pub fn is_warm(&self, user: &[u8], password: &[u8], phc: &Bytes) -> bool {
+        let users = self.users_read();
+        let Some(r) = users.iter().find(|r| r.name == user) else {
+            return false;
+        };
+        if !matches!(&r.credential, Credential::Hashed(p) if p == phc) {
+            return false;
+        }
+        let d = self.digest_keys.digest(password);
+        let warm = lock(&r.warm).is_some_and(|w| w.ct_eq(&d));
+        warm
+    }
+
     fn decoy_phc(&self) -> Option<Bytes> {
         lock(&self.decoy).as_ref().map(|d| d.0.clone())
     }

@@ -229,6 +229,33 @@ impl State {
         self.counters.snapshot()
     }
 
+    /// Returns the outcome [`apply`](Self::apply) would have for `m` now, changing nothing:
+    /// for a driver that must make a modification durable before it applies it. The answer
+    /// holds for the apply that follows only while no other modification runs in between:
+    /// the driver serialises modifications (users and settings change only through them).
+    pub fn check(&self, actor: Option<&[u8]>, m: &Mutation) -> Outcome {
+        match m {
+            Mutation::AddUser { name, password, .. } => {
+                self.check_add(name, users::is_valid_password(password.expose()))
+            }
+            Mutation::AddHashedUser { name, phc, .. } => {
+                self.check_add(name, login::is_valid_phc(phc))
+            }
+            Mutation::RemoveUser { name } => self.check_remove(actor, name),
+            Mutation::SetBufferSize(n) if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(n) => {
+                Outcome::InvalidParameter
+            }
+            Mutation::SetSelectorTimeout(0) | Mutation::SetConnectionTimeout(0) => {
+                Outcome::InvalidParameter
+            }
+            Mutation::SetSniffing(_)
+            | Mutation::SetCleanup(_)
+            | Mutation::SetBufferSize(_)
+            | Mutation::SetSelectorTimeout(_)
+            | Mutation::SetConnectionTimeout(_) => Outcome::Applied,
+        }
+    }
+
     /// Checks and applies `m` in one atomic step and returns its outcome (never
     /// [`Outcome::Failed`]). `actor` is the administrator asking (who may not remove
     /// themself); `None` for the operator (command line). Removing a user closes its open
@@ -288,6 +315,34 @@ mod tests {
             name: Bytes::copy_from_slice(name.as_bytes()),
             password: Secret::from("x"),
             privilege: Privilege::User,
+        }
+    }
+
+    #[test]
+    fn check_predicts_apply_and_changes_nothing() {
+        let (s, _) = state();
+        let cases = [
+            add("carol"),
+            add("admin"),
+            add("bad:name"),
+            Mutation::RemoveUser {
+                name: Bytes::from("nobody"),
+            },
+            Mutation::RemoveUser {
+                name: Bytes::from("admin"),
+            },
+            Mutation::SetBufferSize(10),
+            Mutation::SetBufferSize(4096),
+            Mutation::SetConnectionTimeout(0),
+            Mutation::RemoveUser {
+                name: Bytes::from("bob"),
+            },
+        ];
+        for m in &cases {
+            let users = s.users();
+            let predicted = s.check(Some(b"admin"), m);
+            assert_eq!(s.users(), users, "check changed nothing: {m:?}");
+            assert_eq!(s.apply(Some(b"admin"), m), predicted, "{m:?}");
         }
     }
 }

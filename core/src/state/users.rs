@@ -189,6 +189,39 @@ impl State {
         Outcome::Applied
     }
 
+    pub(super) fn check_add(&self, name: &[u8], credential_valid: bool) -> Outcome {
+        if !is_valid_username(name) || !credential_valid {
+            return Outcome::InvalidParameter;
+        }
+        let users = self.users_read();
+        if users.iter().any(|r| r.name == name) {
+            Outcome::NameTaken
+        } else if users.len() >= MAX_USERS {
+            Outcome::TooManyUsers
+        } else {
+            Outcome::Applied
+        }
+    }
+
+    pub(super) fn check_remove(&self, actor: Option<&[u8]>, name: &[u8]) -> Outcome {
+        if !is_valid_username(name) || actor == Some(name) {
+            return Outcome::InvalidParameter;
+        }
+        let users = self.users_read();
+        let Some(r) = users.iter().find(|r| r.name == name) else {
+            return Outcome::NoSuchUser;
+        };
+        let admins = users
+            .iter()
+            .filter(|r| r.privilege == Privilege::Admin)
+            .count();
+        if r.privilege == Privilege::Admin && admins == 1 {
+            Outcome::InvalidParameter
+        } else {
+            Outcome::Applied
+        }
+    }
+
     pub(super) fn remove_user(&self, actor: Option<&[u8]>, name: &Bytes) -> Outcome {
         if !is_valid_username(name) || actor == Some(&name[..]) {
             return Outcome::InvalidParameter;

@@ -153,8 +153,12 @@ pub async fn serve_admin_connection<R: Runtime>(
                 admin::Event::Authenticated { user } => {
                     tracing::info!(%peer, user = %String::from_utf8_lossy(&user), "administrator authenticated");
                 }
-                admin::Event::Verify { phc, password, .. } => {
-                    let verify = shared.verify(phc, password);
+                admin::Event::Verify {
+                    user,
+                    phc,
+                    password,
+                } => {
+                    let verify = shared.verify(user, phc, password);
                     match race(rt, stop(&conn, ticket.as_ref()), s.poll_timeout(), verify).await {
                         Raced::Io(ok) => s.handle_verified(rt.now(), ok, &conn),
                         Raced::Close(_) => return Ok(()),
@@ -163,8 +167,7 @@ pub async fn serve_admin_connection<R: Runtime>(
                     answered = true;
                 }
                 admin::Event::Apply(m) => {
-                    let actor = conn.user().map(|u| &u[..]);
-                    let outcome = shared.state.apply(actor, &m);
+                    let outcome = shared.modify(conn.user().cloned(), m).await;
                     s.handle_apply_result(rt.now(), outcome, &conn);
                     answered = true;
                 }

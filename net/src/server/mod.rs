@@ -22,7 +22,7 @@ use async_lock::Semaphore;
 use bytes::Bytes;
 use socks5d_core::admin::Framing;
 use socks5d_core::guard::{AdmissionPool, LoginThrottle};
-use socks5d_core::state::{CloseCause, Connection, Secret, State};
+use socks5d_core::state::{CloseCause, Connection, Mutation, Outcome, Secret, State};
 
 use crate::metrics::Metrics;
 use crate::runtime::{race, Raced, Runtime, Socket};
@@ -64,6 +64,41 @@ pub struct Shared<R: Runtime> {
     /// Cold password verifications running at once (argon2 costs milliseconds of CPU: a flood
     /// of wrong passwords must not take every core).
     pub verify_slots: Arc<Semaphore>,
+    verify_locks: Arc<[async_lock::Mutex<()>; VERIFY_SHARDS]>,
+    verify_keys: std::collections::hash_map::RandomState,
+    /// Where modifications are made durable before they are applied; none: in memory only.
+    pub persist: Option<Arc<dyn Persist>>,
+    /// Serialises the modifications (check, persist, apply is one step for each).
+    pub writes: Arc<async_lock::Mutex<()>>,
+}
+
+/// Makes the administrators' modifications durable (an embedded store, a database): called on
+/// the blocking pool, before the modification is applied and answered.
+pub trait Persist: Send + Sync + 'static {
+    /// Turns a modification into the one to store and apply: an `AddUser` with a clear
+    /// password becomes an `AddHashedUser` (hashing is slow: it runs before the write lock).
+    ///
+    /// # Errors
+    ///
+    /// If it cannot (the modification is then answered General Server Error).
+    fn prepare(&self, m: Mutation) -> Result<Mutation, String> {
+        Ok(m)
+    }
+
+    /// Makes `m` durable; returns only once it is.
+    ///
+    /// # Errors
+    ///
+    /// If it could not be stored (answered General Server Error; nothing is applied).
+    fn persist(&self, m: &Mutation) -> Result<(), String>;
+}
+
+const VERIFY_SHARDS: usize = 64;
+
+impl std::fmt::Debug for dyn Persist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Persist")
+    }
 }
 
 /// Checks a password (second argument) against a PHC string (first argument).
@@ -100,6 +135,10 @@ impl<R: Runtime> Clone for Shared<R> {
             metrics: self.metrics.clone(),
             verifier: self.verifier.clone(),
             verify_slots: self.verify_slots.clone(),
+            verify_locks: self.verify_locks.clone(),
+            verify_keys: self.verify_keys.clone(),
+            persist: self.persist.clone(),
+            writes: self.writes.clone(),
         }
     }
 }
@@ -122,6 +161,48 @@ impl<R: Runtime> Shared<R> {
             verify_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, usize::from),
             )),
+            verify_locks: Arc::new(std::array::from_fn(|_| async_lock::Mutex::new(()))),
+            verify_keys: std::collections::hash_map::RandomState::new(),
+            persist: None,
+            writes: Arc::default(),
+        }
+    }
+
+    /// Makes modifications durable with `persist` before applying them.
+    #[must_use]
+    pub fn with_persist(mut self, persist: Arc<dyn Persist>) -> Self {
+        self.persist = Some(persist);
+        self
+    }
+
+    /// Checks, persists and applies an administrator's modification, one at a time: the
+    /// answer (`Applied` included) goes out only once the change is durable, and a change
+    /// that could not be stored is `Failed` and leaves the live state unchanged.
+    pub async fn modify(&self, actor: Option<Bytes>, m: Mutation) -> Outcome {
+        let actor = actor.as_deref();
+        let Some(p) = self.persist.clone() else {
+            return self.state.apply(actor, &m);
+        };
+        let prepare = p.clone();
+        let m = match self.rt.spawn_blocking(move || prepare.prepare(m)).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot prepare an admin change: answered 0xFF");
+                return Outcome::Failed;
+            }
+        };
+        let _one_at_a_time = self.writes.lock().await;
+        let outcome = self.state.check(actor, &m);
+        if outcome != Outcome::Applied {
+            return outcome;
+        }
+        let stored = m.clone();
+        match self.rt.spawn_blocking(move || p.persist(&stored)).await {
+            Ok(()) => self.state.apply(actor, &m),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store an admin change: answered 0xFF, nothing changed");
+                Outcome::Failed
+            }
         }
     }
 
@@ -134,11 +215,23 @@ impl<R: Runtime> Shared<R> {
 
     /// Verifies `password` against `phc` off the async workers, within the verification
     /// slots; `false` without a verifier.
-    pub(crate) async fn verify(&self, phc: Bytes, password: Secret) -> bool {
+    pub(crate) async fn verify(&self, user: Bytes, phc: Bytes, password: Secret) -> bool {
         let Some(v) = self.verifier.clone() else {
             tracing::warn!("a user is stored hashed but this server has no password verifier");
             return false;
         };
+        // One verification per user at a time: a crowd of first logins of one user waits for
+        // the first, whose success warms the cache for the others.
+        let shard = {
+            use std::hash::{BuildHasher, Hash, Hasher};
+            let mut h = self.verify_keys.build_hasher();
+            user.hash(&mut h);
+            (h.finish() % VERIFY_SHARDS as u64) as usize
+        };
+        let _same_user = self.verify_locks[shard].lock().await;
+        if self.state.is_warm(&user, password.expose(), &phc) {
+            return true;
+        }
         let _slot = self.verify_slots.acquire().await;
         self.rt
             .spawn_blocking(move || (v.0)(&phc, password.expose()))

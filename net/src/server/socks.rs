@@ -149,8 +149,12 @@ pub async fn serve_socks_connection<R: Runtime>(
         let mut answered = false;
         while let Some(ev) = hs.poll_event() {
             match ev {
-                socks5::Event::Verify { phc, password, .. } => {
-                    p.verifying = Some(Box::pin(shared.verify(phc, password)));
+                socks5::Event::Verify {
+                    user,
+                    phc,
+                    password,
+                } => {
+                    p.verifying = Some(Box::pin(shared.verify(user, phc, password)));
                 }
                 socks5::Event::Resolve { host, port } => {
                     // The core asks only for UTF-8 names.
