@@ -223,10 +223,8 @@ impl<R: Runtime> Shared<R> {
         // One verification per user at a time: a crowd of first logins of one user waits for
         // the first, whose success warms the cache for the others.
         let shard = {
-            use std::hash::{BuildHasher, Hash, Hasher};
-            let mut h = self.verify_keys.build_hasher();
-            user.hash(&mut h);
-            (h.finish() % VERIFY_SHARDS as u64) as usize
+            use std::hash::BuildHasher;
+            (self.verify_keys.hash_one(&user) % VERIFY_SHARDS as u64) as usize
         };
         let _same_user = self.verify_locks[shard].lock().await;
         if self.state.is_warm(&user, password.expose(), &phc) {
