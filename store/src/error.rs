@@ -79,7 +79,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The modification conflicts with the stored users; nothing was written.
-    #[error("{}", match .0 { Conflict::NameTaken => "a user of that name exists", Conflict::NoSuchUser => "no user of that name" })]
+    #[error("{0}")]
     Conflict(Conflict),
     /// The modification is not valid (bad name, hash, privilege or setting value, too many
     /// users); nothing was written.
@@ -101,6 +101,15 @@ pub enum StoreError {
     /// Hashing a password failed (the operating system's random source failed).
     #[error("cannot hash the password: {0}")]
     Hash(String),
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NameTaken => "a user of that name exists",
+            Self::NoSuchUser => "no user of that name",
+        })
+    }
 }
 
 impl StoreError {

@@ -256,3 +256,54 @@ pub fn import(path: &Path) -> Result<Snapshot, StoreError> {
         ParseError::Bad(line, reason) => bad(line, reason),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+    #[test]
+    fn round_trip_and_golden_header() {
+        let empty = Snapshot::default();
+        assert_eq!(
+            encode(&empty),
+            b"{\"format\":\"socks5d-users\",\"format_version\":1,\"version\":0,\"users\":0,\"settings\":{}}\n"
+        );
+        let snap = Snapshot {
+            users: vec![
+                StoredUser {
+                    name: b"a b".to_vec(),
+                    hash: HASH.into(),
+                    privilege: 1,
+                },
+                StoredUser {
+                    name: b"~\"\\".to_vec(),
+                    hash: HASH.into(),
+                    privilege: 0,
+                },
+            ],
+            settings: StoredSettings {
+                cleanup: Some(false),
+                buffer_size: Some(50),
+                ..Default::default()
+            },
+            version: u64::MAX,
+        };
+        let bytes = encode(&snap);
+        assert!(bytes.starts_with(
+            b"{\"format\":\"socks5d-users\",\"format_version\":1,\"version\":18446744073709551615,\"users\":2,\"settings\":{\"cleanup\":false,\"buffer_size\":50}}\n"
+        ));
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 3);
+        assert!(matches!(parse(&bytes), Ok(s) if s == snap));
+    }
+
+    #[test]
+    fn non_ascii_name_is_refused() {
+        let text = format!(
+            "{{\"format\":\"socks5d-users\",\"format_version\":1,\"version\":0,\"users\":1}}\n{{\"name\":\"\u{e9}\",\"hash\":\"{HASH}\",\"privilege\":0}}\n"
+        );
+        assert!(matches!(parse(text.as_bytes()), Err(ParseError::Bad(2, _))));
+        assert!(matches!(parse(b"{}\n\xff\n"), Err(ParseError::Bad(2, _))));
+    }
+}

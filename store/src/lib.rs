@@ -14,13 +14,14 @@
 //! then returns `Ok` and changes what [`Store::load`] answers: durable before acknowledged. A
 //! crash at any moment leaves the old or the new file, never a mix.
 //!
-//! Why a file and not redb or SQLite: at most 255 users and five settings make a file of a
-//! few tens of KiB, rewritten in well under a millisecond plus the two fsyncs that redb or
-//! SQLite would also pay; the operator can read it with `cat` or `jq` (it holds hashes, never
-//! passwords) without a database tool; it is the very format of [`export`](Store::export)
-//! and [`import`]; and no database file format (redb 3 changed its format, SQLite builds C)
-//! comes along. The parts that a database would give for free are small here and tested:
-//! the lock, the version check, the atomic replacement.
+//! Why a file and not redb or SQLite: at most 255 users and five settings make a file of a few
+//! tens of KiB, rewritten in well under a millisecond plus the two fsyncs that redb or SQLite
+//! would also pay (a whole commit of a full store: about 3 ms here); the operator can read it
+//! with `cat` or `jq` (it holds hashes, never passwords) without a database tool; it is the
+//! very format of [`export`](Store::export) and [`import`]; and no database's own file format
+//! comes along (redb 3 no longer opens redb 2 files: they must be upgraded with redb 2.6 first;
+//! SQLite adds a C build). The parts that a database would give for free are small here and
+//! tested: the lock, the version check, the atomic replacement.
 //!
 //! - **Lock**: `flock(LOCK_EX | LOCK_NB)` on `DIR/store.lock`, held as long as the
 //!   [`Store`] lives. A second opener, in this process or another, gets
@@ -63,10 +64,10 @@
 //!
 //! # Passwords
 //!
-//! [`hash_password`] makes argon2id PHC strings: m = 19 MiB, t = 2, p = 1 (the OWASP
-//! baseline), about 31 ms per hash or verification on the development machine (2 cores,
-//! release build; `cargo bench -p socks5d-store`). [`verify_password`] uses the parameters in
-//! the string, so hashes made with other parameters keep working, within the bounds of
+//! [`hash_password`] makes argon2id PHC strings: m = 19 MiB, t = 2, p = 1 (the OWASP baseline),
+//! 24 to 31 ms per hash or verification on the development machine (2 shared cores, release
+//! build; `cargo bench -p socks5d-store`). [`verify_password`] uses the parameters in the
+//! string, so hashes made with other parameters keep working, within the bounds of
 //! [`check_hash`] (at most 64 MiB, 8 passes, 8 lanes) so that an imported hash cannot make one
 //! verification arbitrarily expensive.
 //!

@@ -150,9 +150,12 @@ fn conflicts_and_invalid_changes_write_nothing() {
             settings: StoredSettings::default(),
         },
     ] {
+        let err = store.commit(&bad).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
+        let msg = format!("{err} {err:?}");
         assert!(
-            matches!(store.commit(&bad), Err(StoreError::Invalid(_))),
-            "{bad:?}"
+            !msg.contains("clear-password") && !msg.contains(&h),
+            "echoes input: {msg}"
         );
     }
     assert_eq!(store.load().version, 1);
