@@ -14,6 +14,7 @@
 //! | [`admin`] | [`admin::AdminSession`] and the admin protocol messages, in two dialects |
 //! | [`sniff`] | [`sniff::Sniffer`]: HTTP Basic, POP3, FTP and IMAP credentials in relayed traffic |
 //! | [`logfmt`] | the access-log and credentials-log lines |
+//! | [`policy`] | operator policy: access rules, connection limits, bandwidth, egress address |
 //!
 //! # The run loop
 //!
@@ -98,6 +99,7 @@ pub mod guard;
 #[cfg(feature = "_test_exports")]
 pub mod fuzzing;
 pub mod logfmt;
+pub mod policy;
 pub mod sniff;
 pub mod socks5;
 pub mod state;
