@@ -14,6 +14,7 @@
 //! | [`admin`] | [`admin::AdminSession`] and the admin protocol messages, in two dialects |
 //! | [`sniff`] | [`sniff::Sniffer`]: HTTP Basic, POP3, FTP and IMAP credentials in relayed traffic |
 //! | [`logfmt`] | the access-log and credentials-log lines |
+//! | [`policy`] | operator policy: access rules, connection limits, bandwidth, egress address |
 //!
 //! # The run loop
 //!
@@ -96,6 +97,7 @@ pub mod error;
 pub mod guard;
 pub mod logfmt;
 pub mod proxy_protocol;
+pub mod policy;
 pub mod sniff;
 pub mod socks5;
 pub mod state;
