@@ -229,6 +229,12 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<std::path::PathBuf>,
 
+    /// Keeps users and settings in memory only, as the original did: nothing is stored, admin
+    /// changes are lost on restart, and the command line's passwords are held in clear
+    /// (no hashing, so no argon2 cost at start-up: for tests and throw-away servers).
+    #[arg(long, conflicts_with_all = ["state_dir", "export_users", "import_users"])]
+    pub(crate) in_memory: bool,
+
     /// Writes the stored users (names, privileges, password hashes: never passwords) to FILE
     /// and exits; `--import-users` on another server reads it.
     #[arg(long, value_name = "FILE", conflicts_with = "import_users")]

@@ -57,12 +57,20 @@ fn main() -> ExitCode {
         eprintln!("socks5d: {msg}");
         return ExitCode::from(USAGE);
     }
-    let store = match store::open(&dir, &state, &cli.admins, &cli.users) {
+    let opened = if cli.in_memory {
+        store::in_memory(&state, &cli.admins, &cli.users).map(|created| (None, created))
+    } else {
+        store::open(&dir, &state, &cli.admins, &cli.users).map(|(s, c)| (Some(s), c))
+    };
+    let store = match opened {
         Ok((store, created)) => {
             if let Some(password) = created {
+                let where_ = match &store {
+                    Some(_) => format!("stored hashed in {}", dir.display()),
+                    None => "in memory only".to_string(),
+                };
                 eprintln!(
-                    "socks5d: no administrator given (-a USER:PASS) or stored; created administrator \"admin\" with password {password} (stored hashed in {})",
-                    dir.display()
+                    "socks5d: no administrator given (-a USER:PASS) or stored; created administrator \"admin\" with password {password} ({where_})"
                 );
             }
             store
@@ -72,9 +80,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(state_dir = %dir.display(), users = state.user_count(), "state loaded");
+    match &store {
+        Some(_) => {
+            tracing::info!(state_dir = %dir.display(), users = state.user_count(), "state loaded")
+        }
+        None => tracing::info!(
+            users = state.user_count(),
+            "state in memory only (--in-memory)"
+        ),
+    }
     // Hide whether a user exists: an unknown name is verified against a hash too.
-    if let Ok(decoy) = random_password().map(|p| socks5d_store::hash_password(p.as_bytes())) {
+    if store.is_none() {
+        // Clear users only: nothing is hashed, unknown names are refused at once.
+    } else if let Ok(decoy) = random_password().map(|p| socks5d_store::hash_password(p.as_bytes()))
+    {
         state.set_decoy_phc(decoy.ok().map(Bytes::from));
     }
 
@@ -102,7 +121,13 @@ fn main() -> ExitCode {
         admin: admin_addr,
         metrics: cli.metrics,
     };
-    run(cli.runtime, state, options, addrs, store::persist(store))
+    run(
+        cli.runtime,
+        state,
+        options,
+        addrs,
+        store.map(store::persist),
+    )
 }
 
 /// `--export-users FILE`: writes the stored users (hashes, never passwords) and exits.
@@ -235,7 +260,7 @@ fn run(
     state: Arc<State>,
     options: ServerOptions,
     a: Addrs,
-    persist: Arc<dyn Persist>,
+    persist: Option<Arc<dyn Persist>>,
 ) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
@@ -267,7 +292,7 @@ async fn serve<R: socks5d_net::Runtime>(
     state: Arc<State>,
     options: ServerOptions,
     a: Addrs,
-    persist: Arc<dyn Persist>,
+    persist: Option<Arc<dyn Persist>>,
 ) -> ExitCode {
     let (socks_addr, admin_addr) = (a.socks, a.admin);
     let transport = options.admin_transport;
@@ -286,9 +311,11 @@ async fn serve<R: socks5d_net::Runtime>(
         runtime = ?rt,
         "socks5d listening"
     );
-    let mut shared = Shared::new(rt.clone(), state.clone(), options)
-        .with_persist(persist)
-        .with_verifier(store::verifier());
+    let mut shared =
+        Shared::new(rt.clone(), state.clone(), options).with_verifier(store::verifier());
+    if let Some(p) = persist {
+        shared = shared.with_persist(p);
+    }
     let metrics = match a.metrics {
         None => None,
         Some(addr) => match Listener::bind(&rt, addr) {

@@ -181,6 +181,42 @@ fn expect_applied(state: &State, m: &Mutation) -> Result<(), String> {
     }
 }
 
+/// `--in-memory`: the command line's users in clear, nothing stored; with no `-a`, a random
+/// `admin` (returned to print).
+pub(crate) fn in_memory(
+    state: &State,
+    admins: &[Credentials],
+    users: &[Credentials],
+) -> Result<Option<String>, String> {
+    let add = |c: &Credentials, privilege| {
+        expect_applied(
+            state,
+            &Mutation::AddUser {
+                name: c.user.clone(),
+                password: c.password.clone().into(),
+                privilege,
+            },
+        )
+    };
+    for c in admins {
+        add(c, Privilege::Admin)?;
+    }
+    for c in users {
+        add(c, Privilege::User)?;
+    }
+    if admins.is_empty() {
+        let password =
+            crate::random_password().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        let c = Credentials {
+            user: Bytes::from_static(b"admin"),
+            password: Bytes::from(password.clone()),
+        };
+        add(&c, Privilege::Admin)?;
+        return Ok(Some(password));
+    }
+    Ok(None)
+}
+
 /// Shares the store with the server.
 pub(crate) fn persist(store: Store) -> Arc<dyn Persist> {
     Arc::new(StorePersist(store))

@@ -773,6 +773,9 @@ fn real_server(dialect: &str, transport: &str) -> (Child, String) {
         .args(["-p", &socks.to_string(), "-P", &admin.to_string()])
         .args(["--admin-transport", transport, "--admin-dialect", dialect])
         .args(["-a", ADMIN, "-u", "bob:bobpw", "--log-level", "warn"])
+        // No store: the SCTP runs of this test boot a User-Mode Linux kernel where argon2's
+        // 19 MiB hashes take seconds; the store has its own tests (app/tests/store.rs).
+        .arg("--in-memory")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
