@@ -31,11 +31,6 @@ for build in before after; do
 import json, sys
 build, rt = sys.argv[1], sys.argv[2]
 hs, rl = json.loads(sys.argv[3])["handshake"], json.loads(sys.argv[4])["relay"]
-def find(d, *keys):
-    for k in keys:
-        if isinstance(d, dict) and k in d:
-            return d[k]
-    return None
 rate = round(hs["per_sec"])
 cpu = round(hs["server_cpu_us_per_handshake"] or 0, 1)
 ratio = round(rl["ratio"] or 0, 3)

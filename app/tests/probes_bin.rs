@@ -44,7 +44,7 @@ fn free_port() -> u16 {
 fn start(runtime: &str, nofile: Option<u64>, stdout: Stdio, stderr: Stdio) -> Server {
     let (socks, admin) = (free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_socks5d"));
-    cmd.env("STATE_DIRECTORY", fresh_state_dir());
+    cmd.env("STATE_DIRECTORY", socks5d_tests::fresh_state_dir());
     cmd.args(["-p", &socks.to_string(), "-P", &admin.to_string()])
         .args(["--admin-transport", "tcp", "--runtime", runtime])
         .args(["-a", "root:rootpw", "-u", "alice:secret"])
@@ -348,14 +348,4 @@ fn access_log_on_an_unread_pipe_does_not_block_the_server() {
 #[test]
 fn descriptor_budget_holds_connections_below_the_limit() {
     on_every_runtime(descriptor_budget_holds_below_the_limit);
-}
-
-/// A fresh state directory for one server (the store is locked per directory).
-fn fresh_state_dir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("socks5d-test-state-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let _ = std::fs::create_dir_all(&d);
-    d
 }

@@ -38,7 +38,7 @@ fn free_port() -> u16 {
 fn start(nofile: Option<u64>, extra: &[&str]) -> Server {
     let (socks, admin) = (free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_socks5d"));
-    cmd.env("STATE_DIRECTORY", fresh_state_dir());
+    cmd.env("STATE_DIRECTORY", socks5d_tests::fresh_state_dir());
     cmd.args(["-p", &socks.to_string(), "-P", &admin.to_string()])
         .args([
             "--admin-transport",
@@ -197,14 +197,4 @@ fn garbage_on_both_ports_is_refused_and_the_server_carries_on() {
         }
     }
     proxy_echo(server.socks, echo);
-}
-
-/// A fresh state directory for one server (the store is locked per directory).
-fn fresh_state_dir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("socks5d-test-state-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let _ = std::fs::create_dir_all(&d);
-    d
 }

@@ -769,7 +769,7 @@ fn free_port() -> u16 {
 fn real_server(dialect: &str, transport: &str) -> (Child, String) {
     let (socks, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_socks5d"))
-        .env("STATE_DIRECTORY", fresh_state_dir())
+        .env("STATE_DIRECTORY", socks5d_tests::fresh_state_dir())
         .args(["-p", &socks.to_string(), "-P", &admin.to_string()])
         .args(["--admin-transport", transport, "--admin-dialect", dialect])
         .args(["-a", ADMIN, "-u", "bob:bobpw", "--log-level", "warn"])
@@ -1148,14 +1148,4 @@ fn watch_lines_and_pipelining() {
             assert_eq!(o["users"][1]["connections"], 2, "{o}");
         }
     }
-}
-
-/// A fresh state directory for one server (the store is locked per directory).
-fn fresh_state_dir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("socks5d-test-state-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let _ = std::fs::create_dir_all(&d);
-    d
 }

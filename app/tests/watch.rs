@@ -38,7 +38,7 @@ fn socks5d() -> (Child, u16, u16) {
     let (socks, admin) = (free_port(), free_port());
     let child = Child(
         Command::new(env!("CARGO_BIN_EXE_socks5d"))
-            .env("STATE_DIRECTORY", fresh_state_dir())
+            .env("STATE_DIRECTORY", socks5d_tests::fresh_state_dir())
             .args(["-l", "127.0.0.1", "-p", &socks.to_string()])
             .args(["-L", "127.0.0.1", "-P", &admin.to_string()])
             .args(["--admin-transport", "tcp", "-a", ADMIN, "-u", "bob:bobpw"])
@@ -381,14 +381,4 @@ fn watch_without_a_terminal_prints_lines() {
             && !l.contains(" connections/s=- ")),
         "{text}"
     );
-}
-
-/// A fresh state directory for one server (the store is locked per directory).
-fn fresh_state_dir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("socks5d-test-state-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let _ = std::fs::create_dir_all(&d);
-    d
 }

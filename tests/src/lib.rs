@@ -6,6 +6,7 @@
 //! - [`peers`]: blocking clients (SOCKS5, admin) and the local servers they talk to.
 //! - [`script`]: every admin request with the answer the spec requires, for end-to-end runs.
 //! - [`strategies`]: proptest strategies (`arb_*`) for the conformance tests.
+//! - [`fresh_state_dir`]: a state directory of its own for each `socks5d` a test starts.
 
 pub mod harness;
 pub mod hostile;
@@ -14,3 +15,15 @@ pub mod peers;
 pub mod probe_peers;
 pub mod script;
 pub mod strategies;
+
+/// Returns a fresh, empty state directory for one `socks5d` process (its store is locked per
+/// directory, so servers started by parallel tests must not share one). Give it to the binary
+/// as `STATE_DIRECTORY`.
+pub fn fresh_state_dir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("socks5d-test-state-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::create_dir_all(&d);
+    d
+}

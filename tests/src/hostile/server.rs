@@ -76,7 +76,7 @@ impl ServerProcess {
             dir.join(format!("{tag}.err")),
         );
         let mut cmd = Command::new(bin);
-        cmd.env("STATE_DIRECTORY", fresh_state_dir());
+        cmd.env("STATE_DIRECTORY", crate::fresh_state_dir());
         cmd.args(["-l", "127.0.0.1", "-L", "127.0.0.1"])
             .args(["-p", &socks.to_string(), "-P", &admin.to_string()])
             .args(["--admin-transport", "tcp"])
@@ -326,14 +326,4 @@ impl CpuMeter {
         let cpu = server.cpu_time()?.saturating_sub(self.cpu);
         Ok(100.0 * cpu.as_secs_f64() / self.wall.elapsed().as_secs_f64().max(1e-3))
     }
-}
-
-/// A fresh state directory for one server (the store is locked per directory).
-fn fresh_state_dir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("socks5d-test-state-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let _ = std::fs::create_dir_all(&d);
-    d
 }
