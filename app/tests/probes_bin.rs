@@ -5,31 +5,17 @@
 //!
 //! The in-process probes are in `tests/tests/probes.rs`.
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socks5d_tests::hostile::server::{Launch, ServerProcess};
+
 /// The `--runtime` values the binary accepts.
 const RUNTIMES: &[&str] = &["tokio", "smol", "async-std"];
-
-/// Kills the server when the probe ends, however it ends.
-struct Server {
-    child: Child,
-    socks: u16,
-    admin: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -39,48 +25,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `socks5d --runtime runtime` with the admin service over TCP, administrator
-/// `root:rootpw` and user `alice:secret`; `nofile` caps its descriptors (soft and hard).
-fn start(runtime: &str, nofile: Option<u64>, stdout: Stdio, stderr: Stdio) -> Server {
-    let (socks, admin) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_socks5d"));
-    cmd.env("STATE_DIRECTORY", socks5d_tests::fresh_state_dir());
-    cmd.args(["-p", &socks.to_string(), "-P", &admin.to_string()])
-        .args(["--admin-transport", "tcp", "--runtime", runtime])
-        .args(["-a", "root:rootpw", "-u", "alice:secret"])
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    if let Some(n) = nofile {
-        // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: n,
-                    rlim_max: n,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let server = Server {
-        child: cmd.spawn().unwrap(),
-        socks,
-        admin,
-    };
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "socks5d did not listen"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    server
+/// Starts `socks5d --runtime runtime` (the shared launcher of the hostile suite: admin
+/// service over TCP, administrator `root:rootpw`, user `alice:secret`, stderr to a file);
+/// `nofile` caps its descriptors (soft and hard); `unread_stdout` puts standard output on a
+/// pipe nobody reads.
+fn start(runtime: &str, nofile: Option<u64>, unread_stdout: bool) -> ServerProcess {
+    let mut launch = Launch::with_args(&["--runtime", runtime, "--log-level", "warn"]);
+    launch.nofile = nofile;
+    launch.unread_stdout = unread_stdout;
+    ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_socks5d")), &launch).expect("start socks5d")
 }
 
 /// Greeting (user/password), RFC 1929 as alice, CONNECT to 127.0.0.1:`port`, in one write.
@@ -134,8 +87,8 @@ const REFUSED_CONNECTS: usize = 10_000;
 const CLIENTS: usize = 4;
 
 /// One refused CONNECT: the whole answer, then the server's close. Returns what went wrong.
-fn refused_connect(socks: u16, closed: u16) -> Result<(), String> {
-    let mut c = TcpStream::connect(("127.0.0.1", socks)).map_err(|e| format!("connect: {e}"))?;
+fn refused_connect(socks: SocketAddr, closed: u16) -> Result<(), String> {
+    let mut c = TcpStream::connect(socks).map_err(|e| format!("connect: {e}"))?;
     c.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     c.write_all(&handshake(closed))
@@ -157,8 +110,8 @@ fn refused_connect(socks: u16, closed: u16) -> Result<(), String> {
 }
 
 /// Logs in as root on the admin port and asks Get Total User Count; returns the answer.
-fn admin_user_count(admin: u16) -> Result<Vec<u8>, String> {
-    let mut c = TcpStream::connect(("127.0.0.1", admin)).map_err(|e| format!("connect: {e}"))?;
+fn admin_user_count(admin: SocketAddr) -> Result<Vec<u8>, String> {
+    let mut c = TcpStream::connect(admin).map_err(|e| format!("connect: {e}"))?;
     c.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
     let mut auth = vec![1, 4];
@@ -177,9 +130,8 @@ fn admin_user_count(admin: u16) -> Result<Vec<u8>, String> {
 /// reads. After 10 000 refused CONNECTs (each one access-log line), every one answered, the
 /// admin port must still answer and SIGTERM must stop the server within 5 s.
 fn access_log_on_an_unread_pipe(runtime: &str) {
-    let mut server = start(runtime, None, Stdio::piped(), Stdio::null());
-    // Held open and never read: the pipe fills after about a thousand lines.
-    let _stdout = server.child.stdout.take().expect("stdout pipe");
+    // Standard output held open and never read: the pipe fills after about a thousand lines.
+    let mut server = start(runtime, None, true);
     let closed = free_port();
     let socks = server.socks;
     let t = Instant::now();
@@ -205,19 +157,7 @@ fn access_log_on_an_unread_pipe(runtime: &str) {
     let t = Instant::now();
     let admin = admin_user_count(server.admin);
     eprintln!("{runtime}: admin answer {admin:02x?} in {:?}", t.elapsed());
-    let pid = libc::pid_t::try_from(server.child.id()).expect("pid");
-    // SAFETY: `kill` with a valid signal on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill");
-    let t = Instant::now();
-    let stopped = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break Some((status, t.elapsed()));
-        }
-        if t.elapsed() > Duration::from_secs(5) {
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let stopped = server.terminate(Duration::from_secs(5)).expect("SIGTERM");
     eprintln!("{runtime}: after SIGTERM: {stopped:?} (None: still running after 5 s)");
     assert!(
         errors.is_empty(),
@@ -263,23 +203,13 @@ const HELD: usize = 66;
 /// `01` general failure, not silence), and the server must not fall into accept failures.
 fn descriptor_budget_holds_below_the_limit(runtime: &str) {
     let source = fast_source();
-    let log = std::env::temp_dir().join(format!(
-        "socks5d-probe-budget-{}-{runtime}.stderr",
-        std::process::id()
-    ));
-    let server = start(
-        runtime,
-        Some(NOFILE),
-        Stdio::null(),
-        Stdio::from(File::create(&log).unwrap()),
-    );
+    let mut server = start(runtime, Some(NOFILE), false);
     let mut held = Vec::new();
     let mut failure = None;
     let t = Instant::now();
     for i in 0..HELD {
         let attempt = (|| {
-            let mut c = TcpStream::connect(("127.0.0.1", server.socks))
-                .map_err(|e| format!("connect: {e}"))?;
+            let mut c = TcpStream::connect(server.socks).map_err(|e| format!("connect: {e}"))?;
             c.set_read_timeout(Some(Duration::from_secs(3)))
                 .map_err(|e| e.to_string())?;
             c.write_all(&handshake(source))
@@ -309,15 +239,12 @@ fn descriptor_budget_holds_below_the_limit(runtime: &str) {
     );
     // Let an accept loop that fails show itself in the log.
     thread::sleep(Duration::from_millis(500));
-    let mut server = server;
-    let running = server.child.try_wait().unwrap().is_none();
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    let running = server.is_running();
+    let (_, stderr) = server.logs();
+    drop(server);
     for c in &held {
         let _ = c.shutdown(Shutdown::Both);
     }
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
     let accept_failures: Vec<&str> = stderr
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains("accept"))

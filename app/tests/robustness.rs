@@ -2,86 +2,24 @@
 //! After each, the server must still serve a normal client.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use socks5d_tests::hostile::server::{Launch, ServerProcess};
 
 const USER: &[u8] = b"alice";
 const PASS: &[u8] = b"secret";
 
-/// Kills the server when the test ends, however it ends.
-struct Server {
-    child: Child,
-    socks: u16,
-    admin: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `socks5d` with the admin service over TCP; `nofile` caps its descriptors (soft and
+/// Starts `socks5d` (the shared launcher of the hostile suite: admin service over TCP,
+/// `alice:secret`, administrator `root:rootpw`); `nofile` caps its descriptors (soft and
 /// hard, so the server cannot raise them).
-fn start(nofile: Option<u64>, extra: &[&str]) -> Server {
-    let (socks, admin) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_socks5d"));
-    cmd.env("STATE_DIRECTORY", socks5d_tests::fresh_state_dir());
-    cmd.args(["-p", &socks.to_string(), "-P", &admin.to_string()])
-        .args([
-            "--admin-transport",
-            "tcp",
-            "-a",
-            "root:rootpw",
-            "-u",
-            "alice:secret",
-        ])
-        .args(["--log-level", "warn"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(n) = nofile {
-        // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: n,
-                    rlim_max: n,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let server = Server {
-        child: cmd.spawn().unwrap(),
-        socks,
-        admin,
-    };
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "socks5d did not listen"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    server
+fn start(nofile: Option<u64>, extra: &[&str]) -> ServerProcess {
+    let mut launch = Launch::with_args(&["--log-level", "warn"]);
+    launch.args.extend(extra.iter().map(|a| (*a).to_owned()));
+    launch.nofile = nofile;
+    ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_socks5d")), &launch).expect("start socks5d")
 }
 
 /// A one-connection echo server; returns its port.
@@ -106,8 +44,8 @@ fn echo_server() -> u16 {
 
 /// A full SOCKS5 exchange through the proxy: greeting, RFC 1929, CONNECT, echo. Panics with
 /// what went wrong.
-fn proxy_echo(socks: u16, echo: u16) {
-    let mut c = TcpStream::connect(("127.0.0.1", socks)).unwrap();
+fn proxy_echo(socks: SocketAddr, echo: u16) {
+    let mut c = TcpStream::connect(socks).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut hello = vec![5, 1, 2, 1, USER.len() as u8];
     hello.extend_from_slice(USER);
@@ -153,7 +91,7 @@ fn out_of_descriptors_the_server_backs_off_and_carries_on() {
     // Hold far more connections than the server has descriptors: it accepts until EMFILE,
     // the rest wait in the backlog.
     let hogs: Vec<TcpStream> = (0..120)
-        .map(|_| TcpStream::connect(("127.0.0.1", server.socks)).unwrap())
+        .map(|_| TcpStream::connect(server.socks).unwrap())
         .collect();
     thread::sleep(Duration::from_millis(500));
     drop(hogs);
@@ -173,7 +111,7 @@ fn out_of_descriptors_the_server_backs_off_and_carries_on() {
     }
     // Still running, not crashed.
     let mut server = server;
-    assert!(server.child.try_wait().unwrap().is_none(), "socks5d exited");
+    assert!(server.is_running(), "socks5d exited");
 }
 
 #[test]
@@ -189,7 +127,7 @@ fn garbage_on_both_ports_is_refused_and_the_server_carries_on() {
     ];
     for g in garbage {
         for port in [server.socks, server.admin] {
-            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut c = TcpStream::connect(port).unwrap();
             c.write_all(g).unwrap();
             let _ = c.shutdown(Shutdown::Write);
             let answer = drain_until_closed(c);

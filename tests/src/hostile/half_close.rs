@@ -248,8 +248,8 @@ pub fn run(bin: &Path, p: &Params) -> io::Result<Report> {
             ServerProcess::start(
                 bin,
                 &Launch {
-                    nofile: None,
                     args: flags.clone(),
+                    ..Launch::default()
                 },
             )?
         }
@@ -259,8 +259,8 @@ pub fn run(bin: &Path, p: &Params) -> io::Result<Report> {
             match ServerProcess::start(
                 bin,
                 &Launch {
-                    nofile: None,
                     args: with.clone(),
+                    ..Launch::default()
                 },
             ) {
                 Ok(s) => {
@@ -275,8 +275,8 @@ pub fn run(bin: &Path, p: &Params) -> io::Result<Report> {
                     ServerProcess::start(
                         bin,
                         &Launch {
-                            nofile: None,
                             args: flags.clone(),
+                            ..Launch::default()
                         },
                     )?
                 }

@@ -140,6 +140,7 @@ pub fn run(bin: &Path, p: &Params) -> io::Result<Report> {
         nofile: Some(p.nofile),
         // Above what the descriptors hold, so that `accept` itself runs out.
         args: vec!["--max-connections".into(), (p.nofile * 4).to_string()],
+        ..Launch::default()
     };
     let mut server = ServerProcess::start(bin, &launch)?;
     let rt = super::runtime();

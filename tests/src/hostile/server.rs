@@ -20,14 +20,17 @@ pub struct Launch {
     pub nofile: Option<u64>,
     /// Flags after the standard ones (ports, `--admin-transport tcp`, the users).
     pub args: Vec<String>,
+    /// Standard output goes to a pipe that nobody reads (held open as long as the
+    /// [`ServerProcess`] lives) instead of a file: it fills after a few dozen KiB.
+    pub unread_stdout: bool,
 }
 
 impl Launch {
     /// A launch with these extra flags.
     pub fn with_args(args: &[&str]) -> Self {
         Self {
-            nofile: None,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::default()
         }
     }
 }
@@ -45,6 +48,8 @@ pub struct ServerProcess {
     pub admin: SocketAddr,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// With [`Launch::unread_stdout`]: the read end, never read.
+    _unread_stdout: Option<std::process::ChildStdout>,
 }
 
 fn free_port() -> io::Result<u16> {
@@ -84,7 +89,11 @@ impl ServerProcess {
             .args(["-u", &format!("{USER}:{PASS}")])
             .args(&launch.args)
             .stdin(Stdio::null())
-            .stdout(File::create(&stdout)?)
+            .stdout(if launch.unread_stdout {
+                Stdio::piped()
+            } else {
+                File::create(&stdout)?.into()
+            })
             .stderr(File::create(&stderr)?);
         if let Some(n) = launch.nofile {
             // SAFETY: `setrlimit` is async-signal-safe, and nothing else runs between fork
@@ -102,9 +111,10 @@ impl ServerProcess {
                 });
             }
         }
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
         let mut server = Self {
             pid: child.id(),
+            _unread_stdout: child.stdout.take(),
             child,
             socks: (Ipv4Addr::LOCALHOST, socks).into(),
             admin: (Ipv4Addr::LOCALHOST, admin).into(),
@@ -142,6 +152,28 @@ impl ServerProcess {
     /// Returns its exit status, if it has exited.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit; returns how long it
+    /// took, or `None` if it was still running.
+    ///
+    /// # Errors
+    ///
+    /// If the signal cannot be sent or the status cannot be read.
+    pub fn terminate(&mut self, within: Duration) -> io::Result<Option<Duration>> {
+        let pid = libc::pid_t::try_from(self.pid).map_err(io::Error::other)?;
+        // SAFETY: `kill` with a valid signal on our own child's pid.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if self.child.try_wait()?.is_some() {
+                return Ok(Some(t.elapsed()));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
     }
 
     /// Returns everything it wrote so far: (stdout, stderr), lossily decoded.
