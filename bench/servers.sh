@@ -151,7 +151,10 @@ CONF
       fi
       # UDP ASSOCIATE is served by the socks5d that has --no-udp to turn it off.
       if grep -q -- --no-udp <<<"$help"; then srv_udp=1; fi
-      taskset -c "$server_cpus" "$socks5d_bin" -l 127.0.0.1 -p "$port" -L 127.0.0.1 -P "$aport" \
+      # A fresh state directory per start (the embedded store; older builds ignore it).
+      mkdir -p "$work/state-$name"
+      STATE_DIRECTORY="$work/state-$name" \
+        taskset -c "$server_cpus" "$socks5d_bin" -l 127.0.0.1 -p "$port" -L 127.0.0.1 -P "$aport" \
         -u "$user:$pass" -a "$admin_user:$admin_pass" --admin-transport tcp "${extra[@]}" \
         >"$work/$name.log" 2>"$work/$name.stderr" &
       srv_pid=$!
