@@ -232,8 +232,20 @@ pub(crate) struct Cli {
     /// Keeps users and settings in memory only, as the original did: nothing is stored, admin
     /// changes are lost on restart, and the command line's passwords are held in clear
     /// (no hashing, so no argon2 cost at start-up: for tests and throw-away servers).
-    #[arg(long, conflicts_with_all = ["state_dir", "export_users", "import_users"])]
+    #[arg(long, conflicts_with_all = ["state_dir", "export_users", "import_users", "user_store"])]
     pub(crate) in_memory: bool,
+
+    /// Shares users and settings with a fleet of socks5d through PostgreSQL
+    /// (`postgres://USER@HOST:PORT/DB`, or `?host=/run/postgresql` for a unix socket). The
+    /// state directory stays this instance's last-known-good copy: it starts and serves with
+    /// the database down and catches up when it returns.
+    #[arg(long, value_name = "URL", value_parser = parse_store_url)]
+    pub(crate) user_store: Option<String>,
+
+    /// With --user-store: seconds between two full re-reads of the database (besides the
+    /// notifications and every reconnection).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), requires = "user_store")]
+    pub(crate) user_store_resync: u64,
 
     /// Writes the stored users (names, privileges, password hashes: never passwords) to FILE
     /// and exits; `--import-users` on another server reads it.
@@ -320,4 +332,13 @@ mod tests {
             assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
         }
     }
+}
+
+/// `--user-store`: a PostgreSQL URL (never echoed: it may hold a password).
+fn parse_store_url(s: &str) -> Result<String, String> {
+    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err("expected postgres://… or postgresql://…".into());
+    }
+    socks5d_store_pg::parse_url(s)?;
+    Ok(s.to_owned())
 }

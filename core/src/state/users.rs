@@ -146,6 +146,15 @@ impl State {
             .collect()
     }
 
+    /// Returns how user `name` logs in (its clear password or PHC string), `None` if there
+    /// is no such user. For a store that compares the live users with its own.
+    pub fn user_credential(&self, name: &[u8]) -> Option<(Credential, Privilege)> {
+        self.users_read()
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| (r.credential.clone(), r.privilege))
+    }
+
     /// Returns the number of users.
     pub fn user_count(&self) -> usize {
         self.users_read().len()
