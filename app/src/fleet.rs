@@ -161,57 +161,56 @@ fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
 }
 
 /// Makes the live state hold `snap`'s users and settings; returns how many mutations it
-/// applied. A user whose hash or privilege changed is removed and added again; removals the
-/// state refuses at first (the last administrator) are retried after the additions.
+/// applied. A user whose hash or privilege changed gets the new ones in one step (which
+/// closes its sessions, as removing would, but also works for the last administrator).
 pub(crate) fn apply_snapshot(state: &State, snap: &Snapshot) -> usize {
     let wanted: HashMap<&[u8], &StoredUser> =
         snap.users.iter().map(|u| (&u.name[..], u)).collect();
-    let same = |name: &[u8], w: &StoredUser| {
-        state.user_credential(name).is_some_and(|(c, p)| {
-            c == Credential::Hashed(Bytes::from(w.hash.clone())) && p as u8 == w.privilege
-        })
-    };
     let mut n = 0;
     let mut refused = Vec::new();
     for u in state.users() {
-        if wanted.get(&u.name[..]).is_some_and(|w| same(&u.name, w)) {
+        let Some(w) = wanted.get(&u.name[..]) else {
+            let rm = Mutation::RemoveUser {
+                name: u.name.clone(),
+            };
+            match state.apply(None, &rm) {
+                Outcome::Applied => n += 1,
+                // The last administrator: retried once the others are added.
+                _ => refused.push(u.name),
+            }
             continue;
-        }
-        let rm = Mutation::RemoveUser {
-            name: u.name.clone(),
         };
-        match state.apply(None, &rm) {
-            Outcome::Applied => n += 1,
-            _ => refused.push(u.name),
+        let Ok(privilege) = Privilege::try_from(w.privilege) else {
+            continue;
+        };
+        let phc = Credential::Hashed(Bytes::from(w.hash.clone()));
+        if state.user_credential(&u.name) != Some((phc.clone(), privilege)) {
+            match state.replace_user(&u.name, phc, privilege) {
+                Outcome::Applied => n += 1,
+                other => tracing::warn!(user = %String::from_utf8_lossy(&u.name), ?other, "cannot apply the fleet's user"),
+            }
         }
     }
-    let add = |w: &StoredUser| {
+    for w in &snap.users {
+        if state.user_credential(&w.name).is_some() {
+            continue;
+        }
         let Ok(privilege) = Privilege::try_from(w.privilege) else {
-            return false;
+            continue;
         };
         let m = Mutation::AddHashedUser {
             name: Bytes::from(w.name.clone()),
             phc: Bytes::from(w.hash.clone()),
             privilege,
         };
-        state.apply(None, &m) == Outcome::Applied
-    };
-    for w in &snap.users {
-        if state.user_credential(&w.name).is_none() && add(w) {
-            n += 1;
+        match state.apply(None, &m) {
+            Outcome::Applied => n += 1,
+            other => tracing::warn!(user = %String::from_utf8_lossy(&w.name), ?other, "cannot add the fleet's user"),
         }
     }
     for name in refused {
-        let rm = Mutation::RemoveUser { name: name.clone() };
-        match state.apply(None, &rm) {
-            Outcome::Applied => {
-                n += 1;
-                if let Some(w) = wanted.get(&name[..]) {
-                    if add(w) {
-                        n += 1;
-                    }
-                }
-            }
+        match state.apply(None, &Mutation::RemoveUser { name: name.clone() }) {
+            Outcome::Applied => n += 1,
             other => tracing::warn!(user = %String::from_utf8_lossy(&name), ?other, "cannot apply the fleet's removal"),
         }
     }
@@ -277,14 +276,14 @@ mod tests {
         };
         assert_eq!(apply_snapshot(&state, &old), 2);
         assert_eq!(apply_snapshot(&state, &old), 0, "nothing to do twice");
-        // The only admin is replaced (its hash changed), bob removed, carol added.
+        // The only admin gets a new hash, bob is removed, carol added.
         let mut new = Snapshot {
             users: vec![user("admin", "$a2", 1), user("carol", "$c1", 0)],
             ..Snapshot::default()
         };
         new.settings.buffer_size = Some(8192);
         new.settings.sniffing = Some(false);
-        assert_eq!(apply_snapshot(&state, &new), 6);
+        assert_eq!(apply_snapshot(&state, &new), 5);
         let names: Vec<_> = listed(&state).into_iter().map(|u| u.0).collect();
         assert_eq!(names, [b"admin".to_vec(), b"carol".to_vec()]);
         assert_eq!(
