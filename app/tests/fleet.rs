@@ -70,7 +70,7 @@ impl Inst {
             .arg("--state-dir")
             .arg(&dir)
             .args(["--user-store", url])
-            .args(["-a", "admin:adminpw"])
+            .args(["-a", "admin:adminpw", "--max-admin-connections", "40"])
             .args(["-p", &socks.to_string(), "-P", &admin.to_string()])
             .args(["--admin-transport", "tcp", "--log-level", "info"])
             .stdin(Stdio::null())
