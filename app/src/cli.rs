@@ -269,6 +269,15 @@ pub(crate) struct Cli {
     help: Option<bool>,
 }
 
+/// `--user-store`: a PostgreSQL URL (never echoed: it may hold a password).
+fn parse_store_url(s: &str) -> Result<String, String> {
+    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err("expected postgres://… or postgresql://…".into());
+    }
+    socks5d_store_pg::parse_url(s)?;
+    Ok(s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,13 +341,4 @@ mod tests {
             assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
         }
     }
-}
-
-/// `--user-store`: a PostgreSQL URL (never echoed: it may hold a password).
-fn parse_store_url(s: &str) -> Result<String, String> {
-    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
-        return Err("expected postgres://… or postgresql://…".into());
-    }
-    socks5d_store_pg::parse_url(s)?;
-    Ok(s.to_owned())
 }

@@ -126,8 +126,12 @@ fn main() -> ExitCode {
     };
     let (persist, follower) = match (store, &cli.user_store) {
         (Some(local), Some(url)) => {
-            let mut names: std::collections::HashSet<Bytes> =
-                cli.admins.iter().chain(&cli.users).map(|c| c.user.clone()).collect();
+            let mut names: std::collections::HashSet<Bytes> = cli
+                .admins
+                .iter()
+                .chain(&cli.users)
+                .map(|c| c.user.clone())
+                .collect();
             if created_admin {
                 names.insert(Bytes::from_static(b"admin"));
             }

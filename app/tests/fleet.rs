@@ -61,10 +61,9 @@ impl Inst {
 
     fn start_in(url: &str, name: &str, dir: PathBuf) -> Self {
         let (socks, admin) = (free_port(), free_port());
-        let log = std::fs::File::create(std::env::temp_dir().join(format!(
-            "socks5d-fleet-{}-{name}.log",
-            std::process::id()
-        )))
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("socks5d-fleet-{}-{name}.log", std::process::id())),
+        )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_socks5d"))
             .arg("--state-dir")
@@ -97,7 +96,12 @@ impl Inst {
         let s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut c = AdminClient::new(s, Dialect::Draft);
-        assert_eq!(c.auth("admin", "adminpw").unwrap(), 0, "{} admin login", self.name);
+        assert_eq!(
+            c.auth("admin", "adminpw").unwrap(),
+            0,
+            "{} admin login",
+            self.name
+        );
         c
     }
 
@@ -172,7 +176,11 @@ fn wait_listed(inst: &Inst, name: &str, present: bool, limit: Duration) -> Durat
         assert!(
             t0.elapsed() < limit,
             "{name} {} on {} after {limit:?}",
-            if present { "not listed" } else { "still listed" },
+            if present {
+                "not listed"
+            } else {
+                "still listed"
+            },
             inst.name
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -229,7 +237,11 @@ fn changes_on_one_instance_reach_the_others_within_a_second() {
             i.name
         );
         assert!(authenticates(i, "alice", "alicepw"), "alice on {}", i.name);
-        assert!(!authenticates(i, "alice", "wrong"), "wrong password on {}", i.name);
+        assert!(
+            !authenticates(i, "alice", "wrong"),
+            "wrong password on {}",
+            i.name
+        );
     }
 
     // A live relay of alice on A is cut within 1 s of her removal on C.
@@ -250,11 +262,15 @@ fn changes_on_one_instance_reach_the_others_within_a_second() {
     let closed = matches!(relay.read(&mut buf), Ok(0) | Err(_));
     let cut = t0.elapsed();
     println!("alice removed on C: relay on A cut {cut:?} after the answer");
-    assert!(closed && cut < Duration::from_secs(1), "relay cut after {cut:?}");
+    assert!(
+        closed && cut < Duration::from_secs(1),
+        "relay cut after {cut:?}"
+    );
     wait_listed(&b, "alice", false, Duration::from_secs(1));
     assert!(!authenticates(&b, "alice", "alicepw"));
 
-    // A setting changed on B reads back on A (and C); counters stay per instance.
+    // A setting changed on B reads back on A (and C).
+    let mut readers = [(&a, a.admin()), (&c, c.admin())];
     assert_eq!(
         status(
             &mut b.admin(),
@@ -263,14 +279,20 @@ fn changes_on_one_instance_reach_the_others_within_a_second() {
         0x00
     );
     let t0 = Instant::now();
-    for i in [&a, &c] {
-        let mut adm = i.admin();
-        while value(&mut adm, Query::BufferSize) != 12_345 {
-            assert!(t0.elapsed() < Duration::from_secs(1), "buffer size on {}", i.name);
+    for (i, adm) in &mut readers {
+        while value(adm, Query::BufferSize) != 12_345 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "buffer size on {}",
+                i.name
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    println!("buffer size set on B: read back on A and C {:?} after", t0.elapsed());
+    println!(
+        "buffer size set on B: read back on A and C {:?} after",
+        t0.elapsed()
+    );
     assert_eq!(pg_users(&pg), ["admin", "probe"].map(String::from).into());
 }
 
@@ -291,14 +313,22 @@ fn postgres_down_restarted_and_one_instance_cut_off() {
     pg.stop();
     // Modifications are not durable: FF, and nothing changes.
     let mut adm = a.admin();
-    assert_eq!(status(&mut adm, &add_req("u2", "u2pw")), 0xFF, "add while down");
+    assert_eq!(
+        status(&mut adm, &add_req("u2", "u2pw")),
+        0xFF,
+        "add while down"
+    );
     assert_eq!(status(&mut adm, &rm_req("u1")), 0xFF, "remove while down");
     assert!(listed(&mut adm).contains("u1"));
     drop(adm);
     // Everyone still serves the last-known users, C too, started while the database is down.
     let c = Inst::start_in(&c_url, "c", c_dir);
     for i in [&a, &b, &c] {
-        assert!(authenticates(i, "u1", "u1pw"), "u1 on {} while down", i.name);
+        assert!(
+            authenticates(i, "u1", "u1pw"),
+            "u1 on {} while down",
+            i.name
+        );
         assert!(!listed(&mut i.admin()).contains("u2"));
     }
     a.assert_alive();
@@ -334,7 +364,10 @@ fn postgres_down_restarted_and_one_instance_cut_off() {
     wait_listed(&c, "u4", true, Duration::from_secs(8));
     wait_listed(&c, "u1", false, Duration::from_secs(1));
     while value(&mut adm, Query::SelectorTimeout) != 9 {
-        assert!(t0.elapsed() < Duration::from_secs(8), "selector timeout on C");
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "selector timeout on C"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("C caught up {:?} after it could log in again", t0.elapsed());
@@ -406,7 +439,8 @@ fn fifty_admins_on_three_instances_converge_on_what_postgres_holds() {
         wait_listed(i, "probe", true, Duration::from_secs(20));
     }
     let t0 = Instant::now();
-    let (mut ok, mut taken, mut missing) = (0, 0, 0);
+    // Added, name taken, removed, no such user.
+    let mut totals = [0u32; 4];
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..50u64)
             .map(|k| {
@@ -414,21 +448,22 @@ fn fifty_admins_on_three_instances_converge_on_what_postgres_holds() {
                 s.spawn(move || {
                     let mut c = inst.admin();
                     let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ (k + 1).wrapping_mul(0x2545_f491);
-                    let mut counts = (0, 0, 0);
+                    let mut counts = [0u32; 4];
                     for _ in 0..6 {
                         seed ^= seed << 13;
                         seed ^= seed >> 7;
                         seed ^= seed << 17;
                         let name = format!("n{}", seed % 200);
-                        let req = if seed >> 40 & 1 == 0 {
+                        let adding = (seed >> 40) & 1 == 0;
+                        let req = if adding {
                             add_req(&name, "pw")
                         } else {
                             rm_req(&name)
                         };
+                        let kind = if adding { 0 } else { 2 };
                         match status(&mut c, &req) {
-                            0x00 => counts.0 += 1,
-                            0x01 => counts.1 += 1,
-                            0x02 => counts.2 += 1,
+                            0x00 => counts[kind] += 1,
+                            0x01 => counts[kind + 1] += 1,
                             other => panic!("{req:?} on {}: {other:#04x}", inst.name),
                         }
                     }
@@ -437,16 +472,20 @@ fn fifty_admins_on_three_instances_converge_on_what_postgres_holds() {
             })
             .collect();
         for h in handles {
-            let (a, b, c) = h.join().unwrap();
-            ok += a;
-            taken += b;
-            missing += c;
+            for (t, n) in totals.iter_mut().zip(h.join().unwrap()) {
+                *t += n;
+            }
         }
     });
     println!(
-        "300 changes by 50 admins in {:?}: {ok} applied, {taken} name taken, {missing} no such user",
-        t0.elapsed()
+        "300 changes by 50 admins in {:?}: {} added, {} name taken, {} removed, {} no such user",
+        t0.elapsed(),
+        totals[0],
+        totals[1],
+        totals[2],
+        totals[3]
     );
+    assert_eq!(totals.iter().sum::<u32>(), 300);
     let expect = pg_users(&pg);
     assert!(expect.contains("admin") && expect.contains("probe"));
     let t0 = Instant::now();

@@ -38,7 +38,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socks5d_store::{apply_change, Change, Conflict, Setting, Snapshot, StoredSettings, StoredUser};
+use socks5d_store::{
+    apply_change, Change, Conflict, Setting, Snapshot, StoredSettings, StoredUser,
+};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Transaction};
 
@@ -195,7 +197,10 @@ impl Fleet {
     ///
     /// If called from an async task (tokio's `block_on` refuses).
     pub fn commit(&self, change: &Change) -> Result<u64, CommitError> {
-        let rt = self.rt.as_ref().expect("the runtime lives as long as the Fleet");
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime lives as long as the Fleet");
         let inner = self.inner.clone();
         rt.handle().block_on(async move {
             let work = async {
@@ -217,10 +222,7 @@ impl Fleet {
     /// Whether the fleet is connected to PostgreSQL now.
     #[must_use]
     pub fn is_connected(&self) -> bool {
-        self.inner
-            .client
-            .try_lock()
-            .map_or(true, |c| c.is_some())
+        self.inner.client.try_lock().map_or(true, |c| c.is_some())
     }
 }
 
@@ -295,7 +297,10 @@ async fn session(
     cache.publish(inner);
     *inner.client.lock().await = Some(client);
     *backoff = MIN_BACKOFF;
-    tracing::info!(version = cache.version, "following the PostgreSQL user store");
+    tracing::info!(
+        version = cache.version,
+        "following the PostgreSQL user store"
+    );
     let mut tick = tokio::time::interval(inner.resync);
     tick.tick().await;
     loop {
@@ -493,7 +498,12 @@ async fn commit_on(client: &mut Client, change: &Change) -> Result<u64, CommitEr
                      VALUES ($1, $2, $3, false, $4) \
                      ON CONFLICT (name) DO UPDATE SET hash = EXCLUDED.hash, \
                      privilege = EXCLUDED.privilege, deleted = false, version = EXCLUDED.version",
-                    &[&u.name.as_slice(), &u.hash.as_str(), &i16::from(u.privilege), &v],
+                    &[
+                        &u.name.as_slice(),
+                        &u.hash.as_str(),
+                        &i16::from(u.privilege),
+                        &v,
+                    ],
                 )
                 .await
                 .map_err(failed)?;
@@ -507,9 +517,12 @@ async fn commit_on(client: &mut Client, change: &Change) -> Result<u64, CommitEr
     tx.execute("UPDATE socks5d_meta SET version = $1", &[&v])
         .await
         .map_err(failed)?;
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("{entity}:{v}")])
-        .await
-        .map_err(failed)?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &format!("{entity}:{v}")],
+    )
+    .await
+    .map_err(failed)?;
     tx.commit().await.map_err(failed)?;
     Ok(v.unsigned_abs())
 }

@@ -86,10 +86,15 @@ impl Pg {
         }
         let data = pg.data();
         pg.must(
-            pg.tool("initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]),
+            pg.tool("initdb").arg("-D").arg(&data).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
             "initdb",
         );
         pg.start_again();

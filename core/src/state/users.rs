@@ -262,7 +262,9 @@ impl State {
             }
             r.credential = credential;
             r.privilege = privilege;
-            *r.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            *r.warm
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
         self.close_where(CloseCause::UserRemoved, |c| c.user.get() == Some(name));
         Outcome::Applied
@@ -322,7 +324,7 @@ mod tests {
     #[test]
     fn replace_user_swaps_the_credential_and_closes_sessions() {
         let (s, t0) = state();
-        let c = s.open(super::super::ConnKind::Socks, t0);
+        let c = s.open(super::super::ConnKind::Proxy, t0);
         assert!(c.authenticate(b"bob", b"hunter2", Privilege::User));
         let phc = Bytes::from_static(b"$argon2id$new");
         let bob = Bytes::from_static(b"bob");
@@ -342,10 +344,16 @@ mod tests {
             Outcome::InvalidParameter,
             "last admin"
         );
-        assert_eq!(s.replace_user(&admin, new, Privilege::Admin), Outcome::Applied);
+        assert_eq!(
+            s.replace_user(&admin, new, Privilege::Admin),
+            Outcome::Applied
+        );
         let nobody = Bytes::from_static(b"nobody");
         let cred = Credential::Hashed(Bytes::from_static(b"$x"));
-        assert_eq!(s.replace_user(&nobody, cred, Privilege::User), Outcome::NoSuchUser);
+        assert_eq!(
+            s.replace_user(&nobody, cred, Privilege::User),
+            Outcome::NoSuchUser
+        );
     }
 
     #[test]
