@@ -239,7 +239,8 @@ pub(crate) struct Cli {
     /// (`postgres://USER@HOST:PORT/DB`, or `?host=/run/postgresql` for a unix socket). The
     /// state directory stays this instance's last-known-good copy: it starts and serves with
     /// the database down and catches up when it returns.
-    #[arg(long, value_name = "URL", value_parser = parse_store_url)]
+    /// Checked by `check_store_url`, whose message never repeats the URL (clap's would).
+    #[arg(long, value_name = "URL")]
     pub(crate) user_store: Option<String>,
 
     /// With --user-store: seconds between two full re-reads of the database (besides the
@@ -269,13 +270,14 @@ pub(crate) struct Cli {
     help: Option<bool>,
 }
 
-/// `--user-store`: a PostgreSQL URL (never echoed: it may hold a password).
-fn parse_store_url(s: &str) -> Result<String, String> {
+/// `--user-store`: a PostgreSQL URL. The error never repeats it: it may hold a password.
+pub(crate) fn check_store_url(s: &str) -> Result<(), String> {
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
-        return Err("expected postgres://… or postgresql://…".into());
+        return Err("--user-store: expected postgres://… or postgresql://…".into());
     }
-    socks5d_store_pg::parse_url(s)?;
-    Ok(s.to_owned())
+    socks5d_store_pg::parse_url(s)
+        .map(|_| ())
+        .map_err(|e| format!("--user-store: {e}"))
 }
 
 #[cfg(test)]
@@ -296,6 +298,21 @@ mod tests {
         assert_eq!((c.port, c.admin_port), (1080, 8080));
         assert!(!c.allow_anonymous && !c.no_sniffing && !c.no_cleanup);
         assert_eq!(c.runtime, RuntimeArg::Tokio);
+    }
+
+    #[test]
+    fn user_store_urls() {
+        let url = "postgresql:///socks5d?host=/run/postgresql&user=socks5d";
+        let c = Cli::try_parse_from(["socks5d", "--user-store", url]).unwrap();
+        assert_eq!(c.user_store.as_deref(), Some(url));
+        assert_eq!(c.user_store_resync, 60);
+        assert_eq!(check_store_url(url), Ok(()));
+        for bad in ["mysql://x/y", "postgres://u:hunter2@h:notaport/db"] {
+            let e = check_store_url(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(Cli::try_parse_from(["socks5d", "--user-store-resync", "5"]).is_err());
+        assert!(Cli::try_parse_from(["socks5d", "--in-memory", "--user-store", url]).is_err());
     }
 
     #[test]

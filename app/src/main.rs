@@ -54,6 +54,10 @@ fn main() -> ExitCode {
     if let Some(file) = &cli.import_users {
         return import_users(&dir, file);
     }
+    if let Some(Err(msg)) = cli.user_store.as_deref().map(cli::check_store_url) {
+        eprintln!("socks5d: {msg}");
+        return ExitCode::from(USAGE);
+    }
     if let Err(msg) = check_users(&cli) {
         eprintln!("socks5d: {msg}");
         return ExitCode::from(USAGE);

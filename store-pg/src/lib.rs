@@ -52,7 +52,7 @@ pub const CHANNEL: &str = "socks5d";
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long a commit may take before it is answered as failed.
+/// How long a commit (or a read) may take before it is answered as failed.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default period of the full re-sync.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
@@ -218,12 +218,6 @@ impl Fleet {
             }
         })
     }
-
-    /// Whether the fleet is connected to PostgreSQL now.
-    #[must_use]
-    pub fn is_connected(&self) -> bool {
-        self.inner.client.try_lock().map_or(true, |c| c.is_some())
-    }
 }
 
 impl Drop for Fleet {
@@ -324,11 +318,16 @@ async fn session(
         let Some(client) = guard.as_mut() else {
             return "disconnected".into();
         };
-        let read = if full {
-            cache.read_full(client).await
-        } else {
-            cache.read_delta(client).await
-        };
+        // A link that died silently (no reset) fails here rather than hanging the follower.
+        let read = tokio::time::timeout(COMMIT_TIMEOUT, async {
+            if full {
+                cache.read_full(client).await
+            } else {
+                cache.read_delta(client).await
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer to a read within {COMMIT_TIMEOUT:?}")));
         drop(guard);
         if let Err(e) = read {
             return e;
