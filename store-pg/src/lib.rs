@@ -252,7 +252,7 @@ async fn session(
 ) -> String {
     let (mut client, mut conn) = match inner.config.connect(NoTls).await {
         Ok(c) => c,
-        Err(e) => return format!("cannot connect: {e}"),
+        Err(e) => return format!("cannot connect: {}", describe(&e)),
     };
     let (tx, mut notes) = mpsc::unbounded_channel::<String>();
     // Drives the connection; forwards the notifications; ends (dropping `tx`) with it.
@@ -277,7 +277,7 @@ async fn session(
         return e;
     }
     if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-        return format!("LISTEN: {e}");
+        return format!("LISTEN: {}", describe(&e));
     }
     if let Some(b) = bootstrap.as_ref() {
         if let Err(e) = seed(&mut client, b).await {
@@ -345,7 +345,7 @@ fn hint_version(note: &str) -> u64 {
 
 /// Creates the schema, or checks it is one this build reads.
 async fn migrate(client: &mut Client) -> Result<(), String> {
-    let e = |e: tokio_postgres::Error| format!("schema: {e}");
+    let e = |e: tokio_postgres::Error| format!("schema: {}", describe(&e));
     let tx = client.transaction().await.map_err(e)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -379,22 +379,20 @@ async fn migrate(client: &mut Client) -> Result<(), String> {
 
 /// The first connection's seeding (see [`Bootstrap`]).
 async fn seed(client: &mut Client, b: &Bootstrap) -> Result<(), String> {
-    let version: i64 = client
-        .query_one("SELECT version FROM socks5d_meta", &[])
-        .await
-        .map_err(|e| format!("seed: {e}"))?
-        .get(0);
-    if version == 0 && !b.seed.users.is_empty() {
+    if !b.seed.users.is_empty() {
         let replace = Change::Replace {
             users: b.seed.users.clone(),
             settings: b.seed.settings,
         };
-        match commit_on(client, &replace).await {
+        // Only into a database at version 0, checked under the commit lock: of instances
+        // starting together, one seeds.
+        match commit(client, &replace, true).await {
             Ok(v) => tracing::info!(
                 users = b.seed.users.len(),
                 version = v,
                 "seeded the empty PostgreSQL user store with the local users"
             ),
+            Err(CommitError::Conflict(_)) => {}
             Err(e) => return Err(format!("seed: {e}")),
         }
     }
@@ -416,11 +414,28 @@ async fn seed(client: &mut Client, b: &Bootstrap) -> Result<(), String> {
 }
 
 fn failed(e: tokio_postgres::Error) -> CommitError {
-    CommitError::Failed(format!("PostgreSQL: {e}"))
+    CommitError::Failed(format!("PostgreSQL: {}", describe(&e)))
+}
+
+/// The error with the server's message, when it sent one (tokio-postgres shows "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {}", db.message()),
+        None => e.to_string(),
+    }
 }
 
 /// One commit, in one transaction (see the crate docs).
 async fn commit_on(client: &mut Client, change: &Change) -> Result<u64, CommitError> {
+    commit(client, change, false).await
+}
+
+/// One commit; with `only_if_new`, refused (`Conflict`) unless the database is at version 0.
+async fn commit(
+    client: &mut Client,
+    change: &Change,
+    only_if_new: bool,
+) -> Result<u64, CommitError> {
     // The checks a store makes on the values alone (names, hashes, privileges, ranges).
     if let Change::AddUser { .. } | Change::Replace { .. } | Change::SetSetting(_) = change {
         apply_change(&Snapshot::default(), change).map_err(|e| match e {
@@ -434,6 +449,9 @@ async fn commit_on(client: &mut Client, change: &Change) -> Result<u64, CommitEr
         .await
         .map_err(failed)?
         .get(0);
+    if only_if_new && old != 0 {
+        return Err(CommitError::Conflict(Conflict::NameTaken));
+    }
     let v = old + 1;
     let entity = match change {
         Change::AddUser {
@@ -617,7 +635,7 @@ impl Cache {
     /// Reads everything (`since` = `None`) or what changed after `since`, in one
     /// consistent read-only snapshot.
     async fn read(&mut self, client: &mut Client, since: Option<u64>) -> Result<(), String> {
-        let e = |e: tokio_postgres::Error| format!("read: {e}");
+        let e = |e: tokio_postgres::Error| format!("read: {}", describe(&e));
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
