@@ -28,6 +28,15 @@ use socks5d_tests::pg::Pg;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// One test at a time: the 1 s bounds measure the fleet, not the argon2 hashing of the
+/// concurrency test running beside it on two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -242,6 +251,7 @@ fn pg_users(pg: &Pg) -> BTreeSet<String> {
 
 #[test]
 fn changes_on_one_instance_reach_the_others_within_a_second() {
+    let _serial = serial();
     let pg = Pg::start();
     let url = pg.url("postgres", "socks5d");
     let a = Inst::start(&url, "a");
@@ -329,6 +339,7 @@ fn changes_on_one_instance_reach_the_others_within_a_second() {
 
 #[test]
 fn postgres_down_restarted_and_one_instance_cut_off() {
+    let _serial = serial();
     let pg = Pg::start();
     // Three roles, so that one instance alone can be kept out.
     pg.sql("CREATE ROLE fleet_a LOGIN SUPERUSER; CREATE ROLE fleet_b LOGIN SUPERUSER; CREATE ROLE fleet_c LOGIN SUPERUSER");
@@ -433,6 +444,7 @@ fn postgres_down_restarted_and_one_instance_cut_off() {
 
 #[test]
 fn one_name_added_on_two_instances_at_once_one_wins() {
+    let _serial = serial();
     let pg = Pg::start();
     let url = pg.url("postgres", "socks5d");
     let a = Inst::start(&url, "a");
@@ -472,6 +484,7 @@ fn one_name_added_on_two_instances_at_once_one_wins() {
 
 #[test]
 fn fifty_admins_on_three_instances_converge_on_what_postgres_holds() {
+    let _serial = serial();
     let pg = Pg::start();
     let url = pg.url("postgres", "socks5d");
     let insts = [
