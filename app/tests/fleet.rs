@@ -63,12 +63,17 @@ struct Inst {
     admin: u16,
     dir: PathBuf,
     url: String,
+    /// Its stderr; kept when the test fails.
+    log: PathBuf,
 }
 
 impl Drop for Inst {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -84,11 +89,11 @@ impl Inst {
         let (socks, admin) = (free_port(), free_port());
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = std::fs::File::create(std::env::temp_dir().join(format!(
+        let log_path = std::env::temp_dir().join(format!(
             "socks5d-fleet-{}-{n}-{name}.log",
             std::process::id()
-        )))
-        .unwrap();
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_socks5d"))
             .arg("--state-dir")
             .arg(&dir)
@@ -115,6 +120,7 @@ impl Inst {
             admin,
             dir,
             url: url.into(),
+            log: log_path,
         }
     }
 
