@@ -232,8 +232,21 @@ pub(crate) struct Cli {
     /// Keeps users and settings in memory only, as the original did: nothing is stored, admin
     /// changes are lost on restart, and the command line's passwords are held in clear
     /// (no hashing, so no argon2 cost at start-up: for tests and throw-away servers).
-    #[arg(long, conflicts_with_all = ["state_dir", "export_users", "import_users"])]
+    #[arg(long, conflicts_with_all = ["state_dir", "export_users", "import_users", "user_store"])]
     pub(crate) in_memory: bool,
+
+    /// Shares users and settings with a fleet of socks5d through PostgreSQL
+    /// (`postgres://USER@HOST:PORT/DB`, or `?host=/run/postgresql` for a unix socket). The
+    /// state directory stays this instance's last-known-good copy: it starts and serves with
+    /// the database down and catches up when it returns.
+    /// Checked by `check_store_url`, whose message never repeats the URL (clap's would).
+    #[arg(long, value_name = "URL")]
+    pub(crate) user_store: Option<String>,
+
+    /// With --user-store: seconds between two full re-reads of the database (besides the
+    /// notifications and every reconnection).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), requires = "user_store")]
+    pub(crate) user_store_resync: u64,
 
     /// Writes the stored users (names, privileges, password hashes: never passwords) to FILE
     /// and exits; `--import-users` on another server reads it.
@@ -257,6 +270,16 @@ pub(crate) struct Cli {
     help: Option<bool>,
 }
 
+/// `--user-store`: a PostgreSQL URL. The error never repeats it: it may hold a password.
+pub(crate) fn check_store_url(s: &str) -> Result<(), String> {
+    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err("--user-store: expected postgres://… or postgresql://…".into());
+    }
+    socks5d_store_pg::parse_url(s)
+        .map(|_| ())
+        .map_err(|e| format!("--user-store: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +298,21 @@ mod tests {
         assert_eq!((c.port, c.admin_port), (1080, 8080));
         assert!(!c.allow_anonymous && !c.no_sniffing && !c.no_cleanup);
         assert_eq!(c.runtime, RuntimeArg::Tokio);
+    }
+
+    #[test]
+    fn user_store_urls() {
+        let url = "postgresql:///socks5d?host=/run/postgresql&user=socks5d";
+        let c = Cli::try_parse_from(["socks5d", "--user-store", url]).unwrap();
+        assert_eq!(c.user_store.as_deref(), Some(url));
+        assert_eq!(c.user_store_resync, 60);
+        assert_eq!(check_store_url(url), Ok(()));
+        for bad in ["mysql://x/y", "postgres://u:hunter2@h:notaport/db"] {
+            let e = check_store_url(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(Cli::try_parse_from(["socks5d", "--user-store-resync", "5"]).is_err());
+        assert!(Cli::try_parse_from(["socks5d", "--in-memory", "--user-store", url]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use socks5d_net::metrics::{serve_metrics, Metrics};
 use socks5d_net::{Listener, Listeners, Persist, ServerOptions, Shared};
 
 mod cli;
+mod fleet;
 mod store;
 
 use cli::{Cli, RuntimeArg};
@@ -53,6 +54,10 @@ fn main() -> ExitCode {
     if let Some(file) = &cli.import_users {
         return import_users(&dir, file);
     }
+    if let Some(Err(msg)) = cli.user_store.as_deref().map(cli::check_store_url) {
+        eprintln!("socks5d: {msg}");
+        return ExitCode::from(USAGE);
+    }
     if let Err(msg) = check_users(&cli) {
         eprintln!("socks5d: {msg}");
         return ExitCode::from(USAGE);
@@ -62,8 +67,10 @@ fn main() -> ExitCode {
     } else {
         store::open(&dir, &state, &cli.admins, &cli.users).map(|(s, c)| (Some(s), c))
     };
+    let created_admin;
     let store = match opened {
         Ok((store, created)) => {
+            created_admin = created.is_some();
             if let Some(password) = created {
                 let where_ = match &store {
                     Some(_) => format!("stored hashed in {}", dir.display()),
@@ -121,13 +128,29 @@ fn main() -> ExitCode {
         admin: admin_addr,
         metrics: cli.metrics,
     };
-    run(
-        cli.runtime,
-        state,
-        options,
-        addrs,
-        store.map(store::persist),
-    )
+    let (persist, follower) = match (store, &cli.user_store) {
+        (Some(local), Some(url)) => {
+            let mut names: std::collections::HashSet<Bytes> = cli
+                .admins
+                .iter()
+                .chain(&cli.users)
+                .map(|c| c.user.clone())
+                .collect();
+            if created_admin {
+                names.insert(Bytes::from_static(b"admin"));
+            }
+            let resync = std::time::Duration::from_secs(cli.user_store_resync);
+            match fleet::start(url, resync, local, &names) {
+                Ok((p, f)) => (Some(p), Some(f)),
+                Err(e) => {
+                    eprintln!("socks5d: --user-store: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (local, _) => (local.map(store::persist), None),
+    };
+    run(cli.runtime, state, options, addrs, (persist, follower))
 }
 
 /// `--export-users FILE`: writes the stored users (hashes, never passwords) and exits.
@@ -260,7 +283,7 @@ fn run(
     state: Arc<State>,
     options: ServerOptions,
     a: Addrs,
-    persist: Option<Arc<dyn Persist>>,
+    persist: Stores,
 ) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
@@ -278,6 +301,9 @@ fn run(
     }
 }
 
+/// Where admin changes are made durable, and the fleet's follower (`--user-store`).
+type Stores = (Option<Arc<dyn Persist>>, Option<fleet::Follower>);
+
 /// Where to listen.
 #[derive(Debug, Clone, Copy)]
 struct Addrs {
@@ -292,7 +318,7 @@ async fn serve<R: socks5d_net::Runtime>(
     state: Arc<State>,
     options: ServerOptions,
     a: Addrs,
-    persist: Option<Arc<dyn Persist>>,
+    (persist, follower): Stores,
 ) -> ExitCode {
     let (socks_addr, admin_addr) = (a.socks, a.admin);
     let transport = options.admin_transport;
@@ -315,6 +341,9 @@ async fn serve<R: socks5d_net::Runtime>(
         Shared::new(rt.clone(), state.clone(), options).with_verifier(store::verifier());
     if let Some(p) = persist {
         shared = shared.with_persist(p);
+    }
+    if let Some(f) = follower {
+        rt.spawn(f.run(shared.clone()));
     }
     let metrics = match a.metrics {
         None => None,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use socks5d_core::state::{Mutation, Outcome, Privilege, State};
-use socks5d_net::{PasswordVerifier, Persist};
+use socks5d_net::{PasswordVerifier, Persist, PersistError};
 use socks5d_store::{hash_password, verify_password, Change, Setting, Store};
 
 use crate::cli::Credentials;
@@ -28,46 +28,55 @@ pub(crate) struct StorePersist(pub(crate) Store);
 
 impl Persist for StorePersist {
     fn prepare(&self, m: Mutation) -> Result<Mutation, String> {
-        match m {
-            Mutation::AddUser {
-                name,
-                password,
-                privilege,
-            } => Ok(Mutation::AddHashedUser {
-                name,
-                phc: hashed(password.expose())?,
-                privilege,
-            }),
-            other => Ok(other),
-        }
+        prepare(m)
     }
 
-    fn persist(&self, m: &Mutation) -> Result<(), String> {
-        let change = match m {
-            Mutation::AddHashedUser {
-                name,
-                phc,
-                privilege,
-            } => Change::AddUser {
-                name: name.to_vec(),
-                hash: String::from_utf8(phc.to_vec()).map_err(|e| e.to_string())?,
-                privilege: *privilege as u8,
-            },
-            Mutation::AddUser { .. } => return Err("a clear password is never stored".into()),
-            Mutation::RemoveUser { name } => Change::RemoveUser {
-                name: name.to_vec(),
-            },
-            Mutation::SetSniffing(v) => Change::SetSetting(Setting::Sniffing(*v)),
-            Mutation::SetCleanup(v) => Change::SetSetting(Setting::Cleanup(*v)),
-            Mutation::SetBufferSize(v) => Change::SetSetting(Setting::BufferSize(*v)),
-            Mutation::SetSelectorTimeout(v) => Change::SetSetting(Setting::SelectorTimeout(*v)),
-            Mutation::SetConnectionTimeout(v) => Change::SetSetting(Setting::ConnectionTimeout(*v)),
-        };
+    fn persist(&self, m: &Mutation) -> Result<(), PersistError> {
         self.0
-            .commit(&change)
+            .commit(&to_change(m)?)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| PersistError::Failed(e.to_string()))
     }
+}
+
+/// Hashes the password of an `AddUser` (every store keeps hashes only).
+pub(crate) fn prepare(m: Mutation) -> Result<Mutation, String> {
+    match m {
+        Mutation::AddUser {
+            name,
+            password,
+            privilege,
+        } => Ok(Mutation::AddHashedUser {
+            name,
+            phc: hashed(password.expose())?,
+            privilege,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// The store's change for a (prepared) modification.
+pub(crate) fn to_change(m: &Mutation) -> Result<Change, String> {
+    Ok(match m {
+        Mutation::AddHashedUser {
+            name,
+            phc,
+            privilege,
+        } => Change::AddUser {
+            name: name.to_vec(),
+            hash: String::from_utf8(phc.to_vec()).map_err(|e| e.to_string())?,
+            privilege: *privilege as u8,
+        },
+        Mutation::AddUser { .. } => return Err("a clear password is never stored".into()),
+        Mutation::RemoveUser { name } => Change::RemoveUser {
+            name: name.to_vec(),
+        },
+        Mutation::SetSniffing(v) => Change::SetSetting(Setting::Sniffing(*v)),
+        Mutation::SetCleanup(v) => Change::SetSetting(Setting::Cleanup(*v)),
+        Mutation::SetBufferSize(v) => Change::SetSetting(Setting::BufferSize(*v)),
+        Mutation::SetSelectorTimeout(v) => Change::SetSetting(Setting::SelectorTimeout(*v)),
+        Mutation::SetConnectionTimeout(v) => Change::SetSetting(Setting::ConnectionTimeout(*v)),
+    })
 }
 
 fn hashed(password: &[u8]) -> Result<Bytes, String> {
@@ -155,7 +164,7 @@ fn merge_user(
         let remove = Mutation::RemoveUser {
             name: c.user.clone(),
         };
-        p.persist(&remove)?;
+        p.persist(&remove).map_err(|e| e.to_string())?;
         expect_applied(state, &remove)
             .map_err(|e| format!("cannot replace user {name:?} from the command line: {e}"))?;
     }
@@ -170,7 +179,7 @@ fn merge_user(
         Outcome::TooManyUsers => return Err("too many users (at most 255)".into()),
         other => return Err(format!("cannot add user {name:?}: {other:?}")),
     }
-    p.persist(&add)?;
+    p.persist(&add).map_err(|e| e.to_string())?;
     expect_applied(state, &add)
 }
 

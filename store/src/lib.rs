@@ -3,8 +3,10 @@
 //! [`CredentialCache`] and the bounded argon2 [`Verifier`] that keep the SOCKS5 handshake
 //! fast.
 //!
-//! The API is synchronous: the server calls it from a blocking thread. A second backend (a
-//! fleet over PostgreSQL) implements [`UserStore`] as [`Store`] does.
+//! The API is synchronous: the server calls it from a blocking thread. The fleet's PostgreSQL
+//! backend (`socks5d-store-pg`) shares [`Change`], [`Snapshot`] and [`apply_change`] with it,
+//! but follows the database (snapshots pushed to the server) rather than answer [`UserStore::load`];
+//! [`Store`] stays each fleet instance's last-known-good copy.
 //!
 //! # The embedded backend: one text file, replaced atomically
 //!
@@ -101,8 +103,7 @@ pub use socks5d_core::state::MAX_USERS;
 pub use statedir::{default_state_dir, StateDir, FALLBACK_STATE_DIR, SYSTEM_STATE_DIR};
 pub use verifier::{Busy, Verifier};
 
-/// A durable store of users and settings. [`Store`] is the embedded implementation; the
-/// fleet's PostgreSQL backend will be another.
+/// A durable store of users and settings. [`Store`] is the embedded implementation.
 ///
 /// Contract for every implementation: [`commit`](Self::commit) returns `Ok` only once the
 /// change is durable, and after an `Err` the stored state (and what [`load`](Self::load)

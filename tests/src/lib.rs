@@ -4,6 +4,7 @@
 //! - [`harness`]: an in-process server on a background thread, on any transport runtime.
 //! - [`netns`]: a network namespace of a test's own (veth pair, 198.18.0.0/15), child processes.
 //! - [`peers`]: blocking clients (SOCKS5, admin) and the local servers they talk to.
+//! - [`pg`]: a private PostgreSQL cluster for a test (the fleet's tests).
 //! - [`script`]: every admin request with the answer the spec requires, for end-to-end runs.
 //! - [`strategies`]: proptest strategies (`arb_*`) for the conformance tests.
 //! - [`fresh_state_dir`]: a state directory of its own for each `socks5d` a test starts.
@@ -12,6 +13,7 @@ pub mod harness;
 pub mod hostile;
 pub mod netns;
 pub mod peers;
+pub mod pg;
 pub mod probe_peers;
 pub mod script;
 pub mod strategies;

@@ -146,6 +146,15 @@ impl State {
             .collect()
     }
 
+    /// Returns how user `name` logs in (its clear password or PHC string), `None` if there
+    /// is no such user. For a store that compares the live users with its own.
+    pub fn user_credential(&self, name: &[u8]) -> Option<(Credential, Privilege)> {
+        self.users_read()
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| (r.credential.clone(), r.privilege))
+    }
+
     /// Returns the number of users.
     pub fn user_count(&self) -> usize {
         self.users_read().len()
@@ -222,6 +231,45 @@ impl State {
         }
     }
 
+    /// Gives the existing user `name` a new credential and privilege in one step (a store
+    /// that learned of a password change elsewhere), and closes its open connections (they
+    /// logged in with the old credential). `NoSuchUser` if there is none; `InvalidParameter`
+    /// for a bad PHC string or a privilege change that would leave no administrator.
+    pub fn replace_user(
+        &self,
+        name: &Bytes,
+        credential: Credential,
+        privilege: Privilege,
+    ) -> Outcome {
+        match &credential {
+            Credential::Hashed(phc) if !is_valid_phc(phc) => return Outcome::InvalidParameter,
+            Credential::Clear(p) if !is_valid_password(p.expose()) => {
+                return Outcome::InvalidParameter
+            }
+            _ => {}
+        }
+        {
+            let mut users = self.users_write();
+            let admins = users
+                .iter()
+                .filter(|r| r.privilege == Privilege::Admin)
+                .count();
+            let Some(r) = users.iter_mut().find(|r| r.name == name) else {
+                return Outcome::NoSuchUser;
+            };
+            if r.privilege == Privilege::Admin && privilege != Privilege::Admin && admins == 1 {
+                return Outcome::InvalidParameter;
+            }
+            r.credential = credential;
+            r.privilege = privilege;
+            *r.warm
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        self.close_where(CloseCause::UserRemoved, |c| c.user.get() == Some(name));
+        Outcome::Applied
+    }
+
     pub(super) fn remove_user(&self, actor: Option<&[u8]>, name: &Bytes) -> Outcome {
         if !is_valid_username(name) || actor == Some(&name[..]) {
             return Outcome::InvalidParameter;
@@ -271,6 +319,41 @@ mod tests {
         }
         assert_eq!(s.user_count(), MAX_USERS);
         assert_eq!(s.apply(None, &add("one-too-many")), Outcome::TooManyUsers);
+    }
+
+    #[test]
+    fn replace_user_swaps_the_credential_and_closes_sessions() {
+        let (s, t0) = state();
+        let c = s.open(super::super::ConnKind::Proxy, t0);
+        assert!(c.authenticate(b"bob", b"hunter2", Privilege::User));
+        let phc = Bytes::from_static(b"$argon2id$new");
+        let bob = Bytes::from_static(b"bob");
+        assert_eq!(
+            s.replace_user(&bob, Credential::Hashed(phc.clone()), Privilege::User),
+            Outcome::Applied
+        );
+        assert_eq!(c.close_cause(), Some(CloseCause::UserRemoved));
+        assert_eq!(
+            s.user_credential(b"bob"),
+            Some((Credential::Hashed(phc), Privilege::User))
+        );
+        let admin = Bytes::from_static(b"admin");
+        let new = Credential::Clear(Secret::new("x"));
+        assert_eq!(
+            s.replace_user(&admin, new.clone(), Privilege::User),
+            Outcome::InvalidParameter,
+            "last admin"
+        );
+        assert_eq!(
+            s.replace_user(&admin, new, Privilege::Admin),
+            Outcome::Applied
+        );
+        let nobody = Bytes::from_static(b"nobody");
+        let cred = Credential::Hashed(Bytes::from_static(b"$x"));
+        assert_eq!(
+            s.replace_user(&nobody, cred, Privilege::User),
+            Outcome::NoSuchUser
+        );
     }
 
     #[test]

@@ -89,8 +89,35 @@ pub trait Persist: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// If it could not be stored (answered General Server Error; nothing is applied).
-    fn persist(&self, m: &Mutation) -> Result<(), String>;
+    /// [`PersistError::Conflict`] when the durable store refuses `m` (another instance of a
+    /// fleet added the name first: answered with that outcome), [`PersistError::Failed`] if
+    /// it could not be stored (answered General Server Error). Nothing is applied in both.
+    fn persist(&self, m: &Mutation) -> Result<(), PersistError>;
+}
+
+/// Why [`Persist::persist`] did not make a modification durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersistError {
+    /// The store holds something else than the live state (a fleet's shared database): the
+    /// modification is answered with this outcome (for example [`Outcome::NameTaken`]).
+    Conflict(Outcome),
+    /// The store could not take it (answered General Server Error).
+    Failed(String),
+}
+
+impl std::fmt::Display for PersistError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict(o) => write!(f, "refused by the store: {o:?}"),
+            Self::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for PersistError {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
 }
 
 const VERIFY_SHARDS: usize = 64;
@@ -199,7 +226,11 @@ impl<R: Runtime> Shared<R> {
         let stored = m.clone();
         match self.rt.spawn_blocking(move || p.persist(&stored)).await {
             Ok(()) => self.state.apply(actor, &m),
-            Err(e) => {
+            Err(PersistError::Conflict(outcome)) => {
+                tracing::info!(?outcome, "the store refused an admin change");
+                outcome
+            }
+            Err(PersistError::Failed(e)) => {
                 tracing::error!(error = %e, "cannot store an admin change: answered 0xFF, nothing changed");
                 Outcome::Failed
             }
