@@ -84,6 +84,21 @@ state_dir() {
   echo "$d"
 }
 lg() { taskset -c "$LOADGEN_CPUS" "$loadgen" "$@"; }
+# drain PID: waits (at most 60 s) until the server has used under 10 % of a CPU for 0.5 s: a
+# flood leaves verifications queued for clients that are gone (the server finishes every
+# verification it started), which would otherwise slow the next run down.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+drain() {
+  local t0 t1 hz
+  hz=$(getconf CLK_TCK)
+  for _ in $(seq 120); do
+    t0=$(ticks "$1")
+    sleep 0.5
+    t1=$(ticks "$1")
+    [ $((t1 - t0)) -lt $((hz / 20)) ] && return
+  done
+  echo "warning: server $1 still busy after 60 s" >&2
+}
 # field FILE EXPR: a value of a loadgen JSON file (EXPR in Python on `r`).
 field() { $py -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
@@ -124,7 +139,8 @@ kill "$before_pid" "$after_pid"
 echo
 echo "## (b) cold argon2id verification; first login through the server"
 if [ "$CRITERION" = 1 ]; then
-  cargo bench -q -p socks5d-store --bench store -- argon2id_cold_verify 2>&1 |
+  # On the server's CPUs, as the server's verifications run.
+  taskset -c "$SERVER_CPUS" cargo bench -q -p socks5d-store --bench store -- argon2id_cold_verify 2>&1 |
     tee "$out/criterion.txt" | grep -E 'argon2id_cold_verify|time:' || true
 fi
 users=()
@@ -133,7 +149,7 @@ start cold "$after" --state-dir "$(state_dir)" "${users[@]}" -a root:rootpw
 cold_pid=$pid
 for i in $(seq "$COLD_USERS"); do
   lg handshake --proxy "$proxy" --auth "cold$i:cold-password-$i" --concurrency 1 \
-    --handshake-count 1 --json >"$out/b-cold-$i.json"
+    --server-pid "$cold_pid" --handshake-count 1 --json >"$out/b-cold-$i.json"
   lg handshake --proxy "$proxy" --auth "cold$i:cold-password-$i" --concurrency 1 \
     --handshake-count 100 --json >"$out/b-warm-$i.json"
 done
@@ -148,6 +164,10 @@ c = sorted(h["p50_us"] for h in cold)
 w = sorted(h["p50_us"] for h in warm)
 print(f"first login (cold, whole cycle), {n} users: median {st.median(c) / 1000:.1f} ms, "
       f"min {c[0] / 1000:.1f} ms, max {c[-1] / 1000:.1f} ms")
+cpu = [h["server_cpu_us_per_handshake"] for h in cold if h["server_cpu_us_per_handshake"] is not None]
+if cpu:
+    print(f"server CPU per first login: mean {st.mean(cpu) / 1000:.1f} ms "
+          f"(clock ticks of {1000 // 100} ms: only the mean of {len(cpu)} means something)")
 print(f"next logins (warm, p50 of 100 each): median {st.median(w):.0f} µs; "
       f"cold - warm: {(st.median(c) - st.median(w)) / 1000:.1f} ms; {bad} errors")
 PY
@@ -176,6 +196,7 @@ for i in $(seq "$PAIRS"); do
       "$(field "$f" "$h['p50_us']")" "$(field "$f" "$h['p99_us']")" \
       "$(field "$f" "$fl.get('attempts_per_sec', 0)")" "$(field "$f" "$fl.get('rejected', '-')")" \
       "$(field "$f" "$fl.get('closed', '-')")" "$(field "$f" "$fl.get('timed_out', '-')")"
+    drain "$flood_pid"
   done
 done
 $py - "$out" "$PAIRS" <<'PY'
