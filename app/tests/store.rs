@@ -226,7 +226,9 @@ const MOST_READ: u64 = 24;
 /// device that drops unflushed writes, shows that; the fsync order is the store's unit tests'
 /// and `store/tests/crash.rs`'s business). What fails here: a server that answers `00` before
 /// the change is handed to the kernel at all (answer, then write on a background task or
-/// batched later: the users acknowledged just before the kill are missing after the restart),
+/// batched later: the users acknowledged just before the kill are missing after the restart;
+/// tried on 2026-12-02 by answering before a delayed `Persist::persist` in `Shared::modify`:
+/// "run 1: acknowledged u0x10 lost" within a second),
 /// a store that rewrites its file in place (a kill mid-write leaves a torn file that the next
 /// start refuses: "did not start"), one that applies a change that it then fails to store (a
 /// user answered `FF` is present), and one that does not count users against the limit.
