@@ -200,3 +200,22 @@ impl Flood {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_has_its_name_and_address() {
+        let c: Credentials = "nobody{i}:wrong".parse().unwrap();
+        assert_eq!(creds_of(&c, 7).user, b"nobody7");
+        assert_eq!(creds_of(&c, 7).pass, b"wrong");
+        let same: Credentials = "good:wrong".parse().unwrap();
+        assert_eq!(creds_of(&same, 3).user, b"good");
+        let proxy: SocketAddr = "127.0.0.1:1080".parse().unwrap();
+        assert_eq!(source(proxy, 0), Some("127.0.0.2:0".parse().unwrap()));
+        assert_eq!(source(proxy, 199), Some("127.0.0.201:0".parse().unwrap()));
+        assert_eq!(source(proxy, 250), Some("127.0.0.2:0".parse().unwrap()));
+        assert_eq!(source("[::1]:1080".parse().unwrap(), 5), None);
+    }
+}
