@@ -50,11 +50,10 @@ fi
 echo "# before: $BEFORE ($base_rev), after: $after"
 
 pids=()
-states=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for d in "${states[@]}"; do rm -rf "$d"; done
+  rm -rf "$out"/state-*
 }
 trap cleanup EXIT
 
@@ -77,12 +76,8 @@ start() {
   echo "$name did not start within 10 s" >&2
   exit 1
 }
-state_dir() {
-  local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/socks5d-store-bench.XXXXXX")
-  states+=("$d")
-  echo "$d"
-}
+# A fresh state directory per server, removed at exit.
+state_dir() { mkdir -p "$out/state-$1" && echo "$out/state-$1"; }
 lg() { taskset -c "$LOADGEN_CPUS" "$loadgen" "$@"; }
 # drain PID: waits (at most 60 s) until the server has used under 10 % of a CPU for 0.5 s: a
 # flood leaves verifications queued for clients that are gone (the server finishes every
@@ -106,7 +101,7 @@ echo
 echo "## (a) user/pass handshakes/s, concurrency $CONCURRENCY, ${SECS} s per run, interleaved"
 start before "$BEFORE" -u bench:bench-password -a root:rootpw
 before_pid=$pid before_proxy=$proxy
-start after "$after" --state-dir "$(state_dir)" -u bench:bench-password -a root:rootpw
+start after "$after" --state-dir "$(state_dir after)" -u bench:bench-password -a root:rootpw
 after_pid=$pid after_proxy=$proxy
 # Warm the after build's cache (its first login costs one argon2id verification).
 lg handshake --proxy "$after_proxy" --auth bench:bench-password --concurrency 1 \
@@ -145,7 +140,7 @@ if [ "$CRITERION" = 1 ]; then
 fi
 users=()
 for i in $(seq "$COLD_USERS"); do users+=(-u "cold$i:cold-password-$i"); done
-start cold "$after" --state-dir "$(state_dir)" "${users[@]}" -a root:rootpw
+start cold "$after" --state-dir "$(state_dir cold)" "${users[@]}" -a root:rootpw
 cold_pid=$pid
 for i in $(seq "$COLD_USERS"); do
   lg handshake --proxy "$proxy" --auth "cold$i:cold-password-$i" --concurrency 1 \
@@ -167,7 +162,7 @@ print(f"first login (cold, whole cycle), {n} users: median {st.median(c) / 1000:
 cpu = [h["server_cpu_us_per_handshake"] for h in cold if h["server_cpu_us_per_handshake"] is not None]
 if cpu:
     print(f"server CPU per first login: mean {st.mean(cpu) / 1000:.1f} ms "
-          f"(clock ticks of {1000 // 100} ms: only the mean of {len(cpu)} means something)")
+          f"(10 ms clock ticks: only the mean of {len(cpu)} means something)")
 print(f"next logins (warm, p50 of 100 each): median {st.median(w):.0f} µs; "
       f"cold - warm: {(st.median(c) - st.median(w)) / 1000:.1f} ms; {bad} errors")
 PY
@@ -175,7 +170,7 @@ kill "$cold_pid"
 
 echo
 echo "## (c) one good client (concurrency 1) alone vs beside $FLOOD wrong-password clients, ${SECS} s per run"
-start flood "$after" --state-dir "$(state_dir)" -u good:good-password -a root:rootpw
+start flood "$after" --state-dir "$(state_dir flood)" -u good:good-password -a root:rootpw
 flood_pid=$pid
 lg handshake --proxy "$proxy" --auth good:good-password --concurrency 1 --handshake-count 1 \
   --json >/dev/null
