@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 mod admin;
+mod flood;
 mod handshake;
 mod idle;
 mod procfs;
@@ -158,6 +159,22 @@ struct HandshakeArgs {
     /// Stop after this many cycles (whichever comes first).
     #[arg(long)]
     handshake_count: Option<u64>,
+    /// Wrong-password clients looping beside the measured cycles, from other loopback
+    /// addresses (0: none). They start `--flood-warmup-secs` before the measurement and stop
+    /// after it.
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
+    /// Credentials of the flood's clients (the password must be wrong); `{i}` in USER becomes
+    /// the client's number (distinct users).
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        default_value = "flood{i}:wrong-password"
+    )]
+    flood_auth: socks::Credentials,
+    /// Seconds of flood before the measurement starts.
+    #[arg(long, default_value_t = 1.0)]
+    flood_warmup_secs: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -276,6 +293,9 @@ pub(crate) struct Results {
     pub(crate) proxy: String,
     pub(crate) server_pid: Option<u32>,
     pub(crate) handshake: Option<serde_json::Value>,
+    /// The wrong-password clients beside the handshake measurement (`--flood`).
+    #[serde(default)]
+    pub(crate) flood: Option<serde_json::Value>,
     pub(crate) relay: Option<serde_json::Value>,
     #[serde(default)]
     pub(crate) idle: Vec<serde_json::Value>,
@@ -382,11 +402,37 @@ async fn execute(plan: Plan) -> Result<Results, String> {
             count: h.handshake_count,
             cycle_timeout: Duration::from_secs(10),
         };
+        let flood = (h.flood > 0).then(|| {
+            flood::Flood::start(
+                server.proxy,
+                &flood::Params {
+                    clients: h.flood,
+                    creds: h.flood_auth.clone(),
+                    attempt_timeout: Duration::from_secs(10),
+                },
+            )
+        });
+        if flood.is_some() {
+            tokio::time::sleep(secs(h.flood_warmup_secs)).await;
+        }
         let r = handshake::run(&server, echo, &p).await;
         if !c.json {
             print_handshake(&r);
         }
         out.handshake = Some(to_value(&r));
+        if let Some(f) = flood {
+            let f = f.stop().await;
+            if !c.json {
+                print_flood(&f);
+            }
+            if f.accepted > 0 {
+                return Err(format!(
+                    "{} flood logins were accepted: --flood-auth must not be valid",
+                    f.accepted
+                ));
+            }
+            out.flood = Some(to_value(&f));
+        }
     }
     if let Some(a) = &plan.relay {
         let p = relay::Params {
@@ -492,6 +538,22 @@ fn print_handshake(r: &handshake::Report) {
             percent(r.server_user_share)
         );
     }
+}
+
+fn print_flood(r: &flood::Report) {
+    println!(
+        "  flood: {} wrong-password clients, {} attempts in {:.2} s ({:.0}/s): {} rejected, {} closed before a verdict, {} accepted, {} timed out, {} errors{}",
+        r.clients,
+        r.attempts,
+        r.seconds,
+        r.attempts_per_sec,
+        r.rejected,
+        r.closed,
+        r.accepted,
+        r.timed_out,
+        r.errors,
+        r.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
+    );
 }
 
 fn percent(v: Option<f64>) -> String {

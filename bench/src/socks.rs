@@ -82,6 +82,15 @@ pub(crate) async fn udp_associate(
 
 /// Method negotiation, then RFC 1929 if `creds` is given.
 async fn authenticate(s: &mut TcpStream, creds: Option<&Credentials>) -> io::Result<()> {
+    if login(s, creds).await? {
+        Ok(())
+    } else {
+        Err(proto("authentication failed"))
+    }
+}
+
+/// Method negotiation, then RFC 1929 if `creds` is given: whether the server accepted.
+pub(crate) async fn login(s: &mut TcpStream, creds: Option<&Credentials>) -> io::Result<bool> {
     let method = if creds.is_some() { 0x02 } else { 0x00 };
     s.write_all(&[0x05, 0x01, method]).await?;
     let mut sel = [0u8; 2];
@@ -89,22 +98,20 @@ async fn authenticate(s: &mut TcpStream, creds: Option<&Credentials>) -> io::Res
     if sel != [0x05, method] {
         return Err(proto("method not accepted"));
     }
-    if let Some(c) = creds {
-        let mut req = Vec::with_capacity(3 + c.user.len() + c.pass.len());
-        req.push(0x01);
-        req.push(c.user.len() as u8);
-        req.extend_from_slice(&c.user);
-        req.push(c.pass.len() as u8);
-        req.extend_from_slice(&c.pass);
-        s.write_all(&req).await?;
-        let mut rep = [0u8; 2];
-        s.read_exact(&mut rep).await?;
-        // RFC 1929 says VER 0x01; some servers answer 0x05. Only the status matters here.
-        if rep[1] != 0x00 {
-            return Err(proto("authentication failed"));
-        }
-    }
-    Ok(())
+    let Some(c) = creds else {
+        return Ok(true);
+    };
+    let mut req = Vec::with_capacity(3 + c.user.len() + c.pass.len());
+    req.push(0x01);
+    req.push(c.user.len() as u8);
+    req.extend_from_slice(&c.user);
+    req.push(c.pass.len() as u8);
+    req.extend_from_slice(&c.pass);
+    s.write_all(&req).await?;
+    let mut rep = [0u8; 2];
+    s.read_exact(&mut rep).await?;
+    // RFC 1929 says VER 0x01; some servers answer 0x05. Only the status matters here.
+    Ok(rep[1] == 0x00)
 }
 
 /// Sends a request and reads its reply; returns BND (a domain name in BND reads as

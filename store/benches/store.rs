@@ -1,5 +1,5 @@
 //! What authentication and persistence cost: a cold argon2id verification (the parameters
-//! of `hash_password`), a credential-cache hit, and one durable commit (write, fsync,
+//! of `hash_password`) and one durable commit (write, fsync,
 //! rename, fsync the directory) on the disk that holds the target directory.
 //!
 //! `cargo bench -p socks5d-store`
@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use socks5d_store::{
-    hash_password, verify_password, Change, CredentialCache, Setting, Store, StoredSettings,
-    StoredUser, Verifier,
+    hash_password, verify_password, Change, Setting, Store, StoredSettings, StoredUser,
 };
 
 fn auth(c: &mut Criterion) {
@@ -26,21 +25,6 @@ fn auth(c: &mut Criterion) {
         });
     });
     g.finish();
-
-    let cache = CredentialCache::new().unwrap();
-    let verifier = Verifier::default();
-    assert_eq!(
-        verifier.verify_cached(&cache, b"alice", &phc, b"bench password"),
-        Ok(true)
-    );
-    c.bench_function("auth/cache_hit", |b| {
-        b.iter(|| {
-            assert_eq!(
-                verifier.verify_cached(&cache, black_box(b"alice"), &phc, b"bench password"),
-                Ok(true)
-            );
-        });
-    });
 }
 
 fn commit(c: &mut Criterion) {

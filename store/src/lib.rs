@@ -1,7 +1,6 @@
 //! The embedded store of socks5d: users (name, argon2id hash, privilege) and the settings
-//! the administration protocol changes, durable across restarts; plus the in-memory
-//! [`CredentialCache`] and the bounded argon2 [`Verifier`] that keep the SOCKS5 handshake
-//! fast.
+//! the administration protocol changes, durable across restarts, and the argon2id hashing
+//! of their passwords.
 //!
 //! The API is synchronous: the server calls it from a blocking thread. The fleet's PostgreSQL
 //! backend (`socks5d-store-pg`) shares [`Change`], [`Snapshot`] and [`apply_change`] with it,
@@ -74,24 +73,23 @@
 //! verification arbitrarily expensive.
 //!
 //! Argon2 per SOCKS5 handshake would cap the server at a few dozen handshakes per second per
-//! core, so the server asks [`Verifier::verify_cached`]: a [`CredentialCache`] hit costs a
-//! keyed BLAKE3 hash (well under a microsecond); a miss runs argon2 within the
-//! [`Verifier`]'s bound and warms the cache only when the password matched.
+//! core, so this crate only hashes and verifies; the cache of verified credentials is
+//! `socks5d-core`'s (the warm cache of `State`: a keyed hash of the last password that
+//! verified, per user), and the bound on cold verifications at once (verification slots, one
+//! verification per user at a time, off the async workers) is `socks5d-net`'s
+//! `Shared::verify`, to which the server hands [`verify_password`] as its `PasswordVerifier`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod cache;
 mod error;
 mod file;
 mod format;
 mod password;
 mod statedir;
-mod verifier;
 
 use std::fmt;
 
-pub use cache::{CredentialCache, MAX_CACHED_USERS};
 pub use error::{Conflict, StoreError};
 pub use file::{Store, LOCK_FILE, STORE_FILE};
 pub use format::{import, write_users, FORMAT_VERSION, MAX_FILE_BYTES};
@@ -101,7 +99,6 @@ pub use password::{
 };
 pub use socks5d_core::state::MAX_USERS;
 pub use statedir::{default_state_dir, StateDir, FALLBACK_STATE_DIR, SYSTEM_STATE_DIR};
-pub use verifier::{Busy, Verifier};
 
 /// A durable store of users and settings. [`Store`] is the embedded implementation.
 ///

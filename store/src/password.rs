@@ -79,7 +79,8 @@ pub fn check_hash(phc: &str) -> Result<(), String> {
 
 /// Returns whether `password` matches the argon2id PHC string `phc`. A hash that
 /// [`check_hash`] refuses matches nothing. This runs the full argon2 computation (tens of
-/// milliseconds): call it from a blocking thread, through a [`Verifier`](crate::Verifier).
+/// milliseconds): call it from a blocking thread, within a bound on verifications at once
+/// (the server's is `socks5d-net`'s `Shared::verify`).
 pub fn verify_password(phc: &str, password: &[u8]) -> bool {
     check_hash(phc).is_ok() && Argon2::default().verify_password(password, phc).is_ok()
 }
