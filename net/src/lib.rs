@@ -44,6 +44,7 @@ pub mod server;
 pub mod splice;
 pub mod sys;
 mod tap;
+mod verify;
 
 pub use listen::{bind_admin, bind_tcp};
 pub use log::{LogSink, StdoutSink, LOG_BATCH, LOG_QUEUE};

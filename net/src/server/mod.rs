@@ -58,12 +58,14 @@ pub struct Shared<R: Runtime> {
     /// Prometheus metrics, when served (`--metrics`).
     pub metrics: Option<Arc<Metrics>>,
     /// Checks a password against a stored hash (a PHC string), for users stored hashed; run
-    /// on the blocking pool, at most [`Shared::verify_slots`] at once. Without one, hashed
+    /// on threads of their own at the lowest priority (nice 19: they take only the CPU that
+    /// the served connections leave), at most [`Shared::verify_slots`] at once. Without one, hashed
     /// users cannot log in.
     pub verifier: Option<PasswordVerifier>,
     /// Cold password verifications running at once (argon2 costs milliseconds of CPU: a flood
     /// of wrong passwords must not take every core).
     pub verify_slots: Arc<Semaphore>,
+    verify_threads: Arc<crate::verify::VerifyThreads>,
     verify_locks: Arc<[async_lock::Mutex<()>; VERIFY_SHARDS]>,
     verify_keys: std::collections::hash_map::RandomState,
     /// Where modifications are made durable before they are applied; none: in memory only.
@@ -162,6 +164,7 @@ impl<R: Runtime> Clone for Shared<R> {
             metrics: self.metrics.clone(),
             verifier: self.verifier.clone(),
             verify_slots: self.verify_slots.clone(),
+            verify_threads: self.verify_threads.clone(),
             verify_locks: self.verify_locks.clone(),
             verify_keys: self.verify_keys.clone(),
             persist: self.persist.clone(),
@@ -174,6 +177,7 @@ impl<R: Runtime> Shared<R> {
     /// Bundles `state` and `options` on `rt`, logging to standard output through a writer
     /// thread ([`StdoutSink`]).
     pub fn new(rt: R, state: Arc<State>, options: ServerOptions) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             rt,
             state,
@@ -185,9 +189,8 @@ impl<R: Runtime> Shared<R> {
             log: Arc::new(StdoutSink::default()),
             metrics: None,
             verifier: None,
-            verify_slots: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(2, usize::from),
-            )),
+            verify_slots: Arc::new(Semaphore::new(cores)),
+            verify_threads: Arc::new(crate::verify::VerifyThreads::new(cores)),
             verify_locks: Arc::new(std::array::from_fn(|_| async_lock::Mutex::new(()))),
             verify_keys: std::collections::hash_map::RandomState::new(),
             persist: None,
@@ -262,9 +265,10 @@ impl<R: Runtime> Shared<R> {
             return true;
         }
         let _slot = self.verify_slots.acquire().await;
-        self.rt
-            .spawn_blocking(move || (v.0)(&phc, password.expose()))
+        self.verify_threads
+            .run(move || (v.0)(&phc, password.expose()))
             .await
+            .unwrap_or(false)
     }
 
     /// Counts into `metrics` (served by [`crate::metrics::serve_metrics`]).
