@@ -248,6 +248,27 @@ pub(crate) struct Cli {
     #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
     pub(crate) runtime: RuntimeArg,
 
+    /// Reads the settings from a TOML file (example.toml documents every key: each flag has
+    /// one, plus access rules, limits, per-user settings and PROXY protocol senders). Flags
+    /// given here override the file. SIGHUP reloads it (checked first; kept on any error).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<std::path::PathBuf>,
+
+    /// Checks a configuration file and exits: prints "FILE: ok" (status 0) or the error with
+    /// file, line and key (status 2). Opens no socket.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub(crate) check_config: Option<std::path::PathBuf>,
+
+    /// Local address outgoing connections come from; repeat for one IPv4 and one IPv6
+    /// address (the destination's family picks). With one family only, names resolve to that
+    /// family and the other is unreachable (0x03).
+    #[arg(long, value_name = "ADDR", action = ArgAction::Append)]
+    pub(crate) outgoing_addr: Vec<IpAddr>,
+
+    /// Network device outgoing connections are bound to (SO_BINDTODEVICE; needs CAP_NET_RAW).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) outgoing_interface: Option<String>,
+
     /// Prints version information and exits.
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     version: Option<bool>,

@@ -18,7 +18,7 @@
 //!   log a warning naming each key of [`FileConfig::needs_restart`] (those keep their old
 //!   value), and keep every live session. The settings the administration protocol changes
 //!   too (`buffer_size`, `connection_timeout`, `selector_timeout`, `no_sniffing`,
-//!   `no_cleanup`, `allow_anonymous`) are applied only where the file's value changed since
+//!   `no_cleanup`) are applied only where the file's value changed since
 //!   the last load, so that an administrator's change survives a reload that does not touch
 //!   it. Users and passwords of the file are not applied again on reload: at run time the
 //!   administration protocol owns the user list (per-user limits and egress are applied).
@@ -224,8 +224,14 @@ pub(crate) struct FileConfig {
     /// `--outgoing-interface`: the device outgoing connections are bound to (SO_BINDTODEVICE).
     #[serde(default, deserialize_with = "interface")]
     pub(crate) outgoing_interface: Option<String>,
-    /// Address of the metrics endpoint (served by the driver; not by this module).
+    /// `--metrics`: address of the metrics endpoint.
     pub(crate) metrics: Option<SocketAddr>,
+    /// `--udp-advertise`.
+    pub(crate) udp_advertise: Option<IpAddr>,
+    /// `--state-dir`.
+    pub(crate) state_dir: Option<PathBuf>,
+    /// `--in-memory`.
+    pub(crate) in_memory: Option<bool>,
     /// `[proxy_protocol]`.
     pub(crate) proxy_protocol: Option<ProxyProtocol>,
     /// `[[client_rule]]`, in order.
@@ -467,7 +473,11 @@ impl FileConfig {
             no_bind,
             no_udp,
             runtime,
-            metrics
+            metrics,
+            udp_advertise,
+            state_dir,
+            in_memory,
+            allow_anonymous
         );
         keys
     }
@@ -514,7 +524,22 @@ pub(crate) fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             }
         )*};
     }
-    take_flag!(no_sniffing, no_cleanup, allow_anonymous, no_bind, no_udp);
+    take_flag!(
+        no_sniffing,
+        no_cleanup,
+        allow_anonymous,
+        no_bind,
+        no_udp,
+        in_memory
+    );
+    macro_rules! take_opt {
+        ($($field:ident),*) => {$(
+            if from_file(stringify!($field)) && file.$field.is_some() {
+                cli.$field.clone_from(&file.$field);
+            }
+        )*};
+    }
+    take_opt!(metrics, udp_advertise, state_dir, outgoing_interface);
     if from_file("log_level") && file.log_level.is_some() {
         cli.log_level.clone_from(&file.log_level);
     }
@@ -956,7 +981,17 @@ mod tests {
         let top = keys_of("");
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();
-            if ["version", "help"].contains(&id) {
+            // Actions, not settings: they make the command do something else and exit (or,
+            // for `config`, name the file itself).
+            let actions = [
+                "version",
+                "help",
+                "config",
+                "check_config",
+                "export_users",
+                "import_users",
+            ];
+            if actions.contains(&id) {
                 continue;
             }
             let key = match id {

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use socks5d_core::state::{Config, State};
 use socks5d_net::budget::Budget;
 use socks5d_net::metrics::{serve_metrics, Metrics};
+use socks5d_net::policy::ServerPolicy;
 use socks5d_net::{Listener, Listeners, Persist, ServerOptions, Shared};
 
 mod cli;
+mod config;
+mod reload;
 mod store;
 
 use cli::{Cli, RuntimeArg};
@@ -22,8 +25,38 @@ use cli::{Cli, RuntimeArg};
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(path) = &cli.check_config {
+        return reload::check_config(path);
+    }
+    let file = match &cli.config {
+        None => None,
+        Some(path) => match config::load(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("socks5d: {e}");
+                return ExitCode::from(USAGE);
+            }
+        },
+    };
+    if let Some(f) = &file {
+        config::merge(&mut cli, &matches, f);
+    }
     init_tracing(cli.log_level.as_deref());
+    let overrides = reload::Overrides::of(&cli, &matches);
+    let policy = match reload::policy_of(file.as_ref(), &overrides) {
+        Ok(p) => Arc::new(ServerPolicy::new(p)),
+        Err(e) => {
+            eprintln!("socks5d: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let reloader = cli.config.clone().map(|path| reload::Reloader {
+        path,
+        file: file.unwrap_or_default(),
+        overrides,
+    });
 
     let state = Arc::new(State::new(
         Instant::now(),
@@ -121,13 +154,21 @@ fn main() -> ExitCode {
         admin: admin_addr,
         metrics: cli.metrics,
     };
+    let policy = Policy { policy, reloader };
     run(
         cli.runtime,
         state,
         options,
         addrs,
         store.map(store::persist),
+        policy,
     )
+}
+
+/// The operator's policy and how to reload it.
+struct Policy {
+    policy: Arc<ServerPolicy>,
+    reloader: Option<reload::Reloader>,
 }
 
 /// `--export-users FILE`: writes the stored users (hashes, never passwords) and exits.
@@ -261,19 +302,20 @@ fn run(
     options: ServerOptions,
     a: Addrs,
     persist: Option<Arc<dyn Persist>>,
+    p: Policy,
 ) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
-        RuntimeArg::Tokio => socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a, persist))
+        RuntimeArg::Tokio => socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a, persist, p))
             .unwrap_or_else(|e| {
                 eprintln!("socks5d: cannot start the tokio runtime: {e}");
                 ExitCode::FAILURE
             }),
         RuntimeArg::Smol => {
-            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a, persist))
+            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a, persist, p))
         }
         RuntimeArg::AsyncStd => {
-            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a, persist))
+            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a, persist, p))
         }
     }
 }
@@ -293,6 +335,7 @@ async fn serve<R: socks5d_net::Runtime>(
     options: ServerOptions,
     a: Addrs,
     persist: Option<Arc<dyn Persist>>,
+    p: Policy,
 ) -> ExitCode {
     let (socks_addr, admin_addr) = (a.socks, a.admin);
     let transport = options.admin_transport;
@@ -311,8 +354,9 @@ async fn serve<R: socks5d_net::Runtime>(
         runtime = ?rt,
         "socks5d listening"
     );
-    let mut shared =
-        Shared::new(rt.clone(), state.clone(), options).with_verifier(store::verifier());
+    let mut shared = Shared::new(rt.clone(), state.clone(), options)
+        .with_verifier(store::verifier())
+        .with_policy(p.policy);
     if let Some(p) = persist {
         shared = shared.with_persist(p);
     }
@@ -340,12 +384,14 @@ async fn serve<R: socks5d_net::Runtime>(
     let wait = |rx: async_channel::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
+    let reloads = reload::on_sighup(shared.clone(), p.reloader, wait(stopped.clone()));
     let server = socks5d_net::run(listeners, shared, wait(stopped.clone()));
     let metrics = async {
         if let Some((l, m)) = metrics {
             serve_metrics(&rt, l, m, state, wait(stopped)).await;
         }
     };
+    let server = futures_lite::future::zip(server, reloads);
     futures_lite::future::zip(signal, futures_lite::future::zip(server, metrics)).await;
     ExitCode::SUCCESS
 }

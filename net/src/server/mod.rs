@@ -25,6 +25,7 @@ use socks5d_core::guard::{AdmissionPool, LoginThrottle};
 use socks5d_core::state::{CloseCause, Connection, Mutation, Outcome, Secret, State};
 
 use crate::metrics::Metrics;
+use crate::policy::ServerPolicy;
 use crate::runtime::{race, Raced, Runtime, Socket};
 use crate::{io as sio, listen, AdminTransport, LogSink, ServerOptions, StdoutSink};
 
@@ -70,6 +71,8 @@ pub struct Shared<R: Runtime> {
     pub persist: Option<Arc<dyn Persist>>,
     /// Serialises the modifications (check, persist, apply is one step for each).
     pub writes: Arc<async_lock::Mutex<()>>,
+    /// The operator's policy (rules, limits, egress, PROXY senders), replaced on reload.
+    pub policy: Arc<ServerPolicy>,
 }
 
 /// Makes the administrators' modifications durable (an embedded store, a database): called on
@@ -139,6 +142,7 @@ impl<R: Runtime> Clone for Shared<R> {
             verify_keys: self.verify_keys.clone(),
             persist: self.persist.clone(),
             writes: self.writes.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -165,7 +169,15 @@ impl<R: Runtime> Shared<R> {
             verify_keys: std::collections::hash_map::RandomState::new(),
             persist: None,
             writes: Arc::default(),
+            policy: Arc::default(),
         }
+    }
+
+    /// Serves under `policy` (keep the `Arc` to [`ServerPolicy::apply`] a reload).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Arc<ServerPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Makes modifications durable with `persist` before applying them.
