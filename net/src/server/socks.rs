@@ -323,6 +323,16 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
                 socks5::Event::Closed { reason } => {
                     tracing::debug!(%peer, ?reason, "SOCKS session closed");
+                    // A reply produced while the events were handled (a refusal by the
+                    // policy) goes out first.
+                    while let Some(b) = hs.poll_transmit() {
+                        match race(rt, closed(&conn), None, sio::write_all(&client, &b)).await {
+                            Raced::Io(Ok(())) => {}
+                            _ => return Ok(()),
+                        }
+                        conn.record_sent(rt.now(), b.len());
+                        replied = true;
+                    }
                     if replied {
                         sio::close_gracefully(rt, &client, rt.now() + LINGER, closed(&conn)).await;
                     }
