@@ -567,3 +567,214 @@ fn proxy_protocol_from_trusted_only() {
         .wait_for(&["PROXY protocol header from an address not in proxy_protocol.trusted"]);
     assert_eq!(s.out.count(&["203.0.113.7"]), 0);
 }
+
+/// Parses a Prometheus exposition with Python's `prometheus_client.parser` (Debian's
+/// python3-prometheus-client): every sample as (name, labels, value).
+fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    const SCRIPT: &str = r"import sys
+from prometheus_client.parser import text_string_to_metric_families
+for f in text_string_to_metric_families(sys.stdin.read()):
+    for s in f.samples:
+        labels = ','.join(k + '=' + v for k, v in sorted(s.labels.items()))
+        print(s.name + '	' + labels + '	' + repr(float(s.value)))
+";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 is needed (with python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "the parser refused the exposition (is python3-prometheus-client installed?): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            let name = f.next().unwrap().to_owned();
+            let labels = f
+                .next()
+                .unwrap()
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect();
+            (name, labels, f.next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+fn sample(
+    samples: &[(String, Vec<(String, String)>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    found[0]
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let o = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10"])
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .expect("curl is needed");
+    assert!(
+        o.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn metrics_agree_with_the_admin_protocol() {
+    use socks5d_core::admin::msg::{AdminRequest, AdminResponse, Query};
+    use socks5d_core::admin::Dialect;
+    let e = echo();
+    let denied = echo();
+    let port = free_port();
+    let metrics: SocketAddr = ([127, 0, 0, 1], port).into();
+    let s = start(
+        &format!(
+            "metrics = \"{metrics}\"\n[[rule]]\naction = \"deny\"\nto = \"127.0.0.1\"\nports = {}\n",
+            denied.port()
+        ),
+        &[],
+    );
+    for _ in 0..3 {
+        let (mut c, rep) = connect_as(s.socks, "alice", e);
+        assert_eq!(rep, Some(0));
+        ping(&mut c);
+        // End of stream both ways: the echo server's trailer comes back, then its close.
+        c.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(peers::read_to_end(&mut c).unwrap(), peers::ECHO_TRAILER);
+    }
+    let (_c, rep) = connect_as(s.socks, "alice", denied);
+    assert_eq!(rep, Some(2));
+    drop(_c);
+    // Every connection closed: the counters are final.
+    let mut admin = peers::AdminClient::new(peers::tcp(s.admin).unwrap(), Dialect::Draft);
+    assert_eq!(admin.auth("root", "rootpw").unwrap(), 0);
+    let mut query = |q: Query| {
+        let r = AdminRequest::Query(q);
+        match admin.call(&r).unwrap() {
+            AdminResponse::Value { value, .. } => value as f64,
+            other => panic!("{other:?}"),
+        }
+    };
+    let t = Instant::now();
+    while query(Query::CurrentConnections) > 0.0 {
+        assert!(t.elapsed() < WAIT);
+        thread::sleep(Duration::from_millis(20));
+    }
+    let m = parse_exposition(&scrape(metrics));
+    assert_eq!(
+        sample(&m, "socks5d_historic_connections_total", &[]),
+        query(Query::HistoricConnections)
+    );
+    assert_eq!(sample(&m, "socks5d_historic_connections_total", &[]), 4.0);
+    assert_eq!(
+        sample(&m, "socks5d_bytes_sent_total", &[]),
+        query(Query::BytesSent)
+    );
+    assert_eq!(
+        sample(&m, "socks5d_bytes_received_total", &[]),
+        query(Query::BytesReceived)
+    );
+    assert_eq!(sample(&m, "socks5d_current_connections", &[]), 0.0);
+    let connect = ("command", "connect");
+    assert_eq!(
+        sample(
+            &m,
+            "socks5d_replies_total",
+            &[connect, ("code", "succeeded")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "socks5d_replies_total",
+            &[connect, ("code", "not_allowed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "socks5d_connections_opened_total", &[connect]),
+        3.0
+    );
+    assert_eq!(sample(&m, "socks5d_rule_denials_total", &[]), 1.0);
+    assert_eq!(
+        sample(&m, "socks5d_handshake_duration_seconds_count", &[]),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "socks5d_relayed_bytes_total",
+            &[("direction", "upload")]
+        ),
+        12.0
+    );
+    let trailer = peers::ECHO_TRAILER.len() as f64;
+    assert_eq!(
+        sample(
+            &m,
+            "socks5d_relayed_bytes_total",
+            &[("direction", "download")]
+        ),
+        3.0 * (4.0 + trailer)
+    );
+    assert_eq!(
+        sample(&m, "socks5d_config_reloads_total", &[("result", "ok")]),
+        0.0
+    );
+    // No user name is a label.
+    assert!(m
+        .iter()
+        .all(|(_, l, _)| l.iter().all(|(_, v)| v != "alice")));
+    // Reloads and their result.
+    s.hup();
+    s.err.wait_for(&["configuration reloaded"]);
+    rewrite(&s, "bogus = 1\n");
+    s.hup();
+    s.err.wait_for(&["configuration reload failed"]);
+    let m = parse_exposition(&scrape(metrics));
+    assert_eq!(
+        sample(&m, "socks5d_config_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "socks5d_config_reloads_total", &[("result", "error")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "socks5d_config_last_reload_successful", &[]),
+        0.0
+    );
+}

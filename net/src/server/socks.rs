@@ -210,6 +210,7 @@ pub async fn serve_socks_connection<R: Runtime>(
             );
             if asks_io && !checked {
                 checked = true;
+                command = hs.pending_request().map(|(c, _)| c);
                 request_rules = policy.dest_rules();
                 egress = policy.egress_for(conn.user().map(|u| &u[..]));
                 match check_request(
