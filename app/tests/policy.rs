@@ -481,11 +481,7 @@ fn address_and_handshake_limits_close_on_accept() {
 
     let s = start("[limits]\nip_connections_per_second = 2\n", &[]);
     let results: Vec<Option<u8>> = (0..4).map(|_| connect_as(s.socks, "alice", e).1).collect();
-    assert_eq!(
-        results.iter().filter(|r| r.is_none()).count() >= 1,
-        true,
-        "{results:?}"
-    );
+    assert!(results.iter().any(Option::is_none), "{results:?}");
     assert_eq!(results[0], Some(0));
     s.err.wait_for(&["new connections per second"]);
     drop(s);
@@ -570,7 +566,10 @@ fn proxy_protocol_from_trusted_only() {
 
 /// Parses a Prometheus exposition with Python's `prometheus_client.parser` (Debian's
 /// python3-prometheus-client): every sample as (name, labels, value).
-fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// A sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_exposition(text: &str) -> Vec<Sample> {
     const SCRIPT: &str = r"import sys
 from prometheus_client.parser import text_string_to_metric_families
 for f in text_string_to_metric_families(sys.stdin.read()):
@@ -618,11 +617,7 @@ for f in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
-fn sample(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<f64> = samples
         .iter()
         .filter(|(n, l, _)| {

@@ -103,7 +103,10 @@ pub async fn serve_socks_connection<R: Runtime>(
     let _ip_guard = if policy.ip_limits() {
         match policy.limits().try_acquire_ip(rt.now(), peer.ip()) {
             Ok(g) => Some(g),
-            Err(hit) => return Ok(refused_on_accept(shared, peer, hit)),
+            Err(hit) => {
+                refused_on_accept(shared, peer, hit);
+                return Ok(());
+            }
         }
     } else {
         None
@@ -111,7 +114,10 @@ pub async fn serve_socks_connection<R: Runtime>(
     let mut handshake_guard = if policy.handshake_limit() {
         match policy.limits().try_acquire_handshake() {
             Ok(g) => Some(g),
-            Err(hit) => return Ok(refused_on_accept(shared, peer, hit)),
+            Err(hit) => {
+                refused_on_accept(shared, peer, hit);
+                return Ok(());
+            }
         }
     } else {
         None
