@@ -98,7 +98,7 @@ pub(crate) enum RuntimeArg {
     version,
     disable_version_flag = true,
     disable_help_flag = true,
-    after_help = "Examples:\n  socks5d -u alice:secret                  proxy on 127.0.0.1:1080, admin on 127.0.0.1:8080\n  socks5d -l 0.0.0.0 -u alice:secret       proxy on every IPv4 interface\n  socks5d -l :: -u alice:secret            proxy on every interface (IPv6 and IPv4)\n  curl --socks5-hostname alice:secret@127.0.0.1:1080 http://example.org/"
+    after_help = "Configuration file (--config FILE, TOML; example.toml documents each key):\n  every flag above has a key of its name with underscores (admin_port, outgoing_addr, ...),\n  user and admin are lists of \"USER:PASS\"; the file alone sets:\n  [[client_rule]]  from (CIDR), action (allow|deny): checked on accept\n  [[rule]]         action, user, to (any|CIDR|.domain.suffix), ports (N|\"LO-HI\"), command (connect|bind|udp)\n  [limits]         user_max_connections, user_upload, user_download (bytes/s: 1048576, \"1MiB\"),\n                   ip_max_connections, ip_connections_per_second, max_handshakes\n  [users.NAME]     password, admin, egress, max_connections, upload, download\n  [proxy_protocol] trusted (CIDR list: PROXY v1/v2 senders, required from them)\n\nExamples:\n  socks5d -u alice:secret                  proxy on 127.0.0.1:1080, admin on 127.0.0.1:8080\n  socks5d -l 0.0.0.0 -u alice:secret       proxy on every IPv4 interface\n  socks5d -l :: -u alice:secret            proxy on every interface (IPv6 and IPv4)\n  curl --socks5-hostname alice:secret@127.0.0.1:1080 http://example.org/"
 )]
 pub(crate) struct Cli {
     /// Address the SOCKS proxy listens on; 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) for all

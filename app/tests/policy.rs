@@ -425,6 +425,22 @@ fn outgoing_addr_is_the_source_the_destination_sees() {
         seen.recv_timeout(WAIT).unwrap().ip(),
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))
     );
+    drop(s);
+    // A user's own egress replaces the server-wide one.
+    let s = start(
+        "outgoing_addr = \"127.0.0.6\"\n[users.bob]\negress = \"127.0.0.7\"\n",
+        &[],
+    );
+    for (user, ip) in [("alice", 6), ("bob", 7)] {
+        let (mut c, rep) = connect_as(s.socks, user, dest);
+        assert_eq!(rep, Some(0));
+        ping(&mut c);
+        assert_eq!(
+            seen.recv_timeout(WAIT).unwrap().ip(),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, ip)),
+            "{user}"
+        );
+    }
 }
 
 #[test]
@@ -531,6 +547,33 @@ fn bandwidth_limit_holds_within_ten_percent() {
         "{rate:.0} B/s is not within 10 % of {RATE} B/s"
     );
     c.shutdown(Shutdown::Both).unwrap();
+    drop(s);
+
+    // Upload, per user (bob's exception), at the sink.
+    const UP: f64 = 512.0 * 1024.0;
+    let s = crate::start(
+        "[limits]\nuser_upload = \"10MiB\"\n[users.bob]\nupload = \"512KiB\"\n",
+        &[],
+    );
+    let (sink, count) = socks5d_tests::probe_peers::discard_server();
+    let (mut c, rep) = connect_as(s.socks, "bob", sink);
+    assert_eq!(rep, Some(0));
+    c.set_write_timeout(None).unwrap();
+    thread::spawn(move || {
+        let chunk = vec![0x33u8; 64 * 1024];
+        while c.write_all(&chunk).is_ok() {}
+    });
+    let t0 = Instant::now();
+    let before = count.load(std::sync::atomic::Ordering::Relaxed);
+    thread::sleep(Duration::from_secs(3));
+    let moved = count.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = moved as f64 / secs;
+    eprintln!("upload: {moved} bytes in {secs:.2} s = {rate:.0} B/s");
+    assert!(
+        (rate - UP).abs() <= UP * 0.10,
+        "{rate:.0} B/s is not within 10 % of {UP} B/s"
+    );
 }
 
 #[test]
@@ -772,4 +815,49 @@ fn metrics_agree_with_the_admin_protocol() {
         sample(&m, "socks5d_config_last_reload_successful", &[]),
         0.0
     );
+}
+
+#[test]
+fn help_names_every_key_of_the_example() {
+    let o = Command::new(env!("CARGO_BIN_EXE_socks5d"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(o.stdout).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../example.toml")).unwrap();
+    let full: String = example
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(r) if r.starts_with(|c: char| c.is_ascii_lowercase()) => format!("{r}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let doc: toml::Table = full.parse().unwrap();
+    fn keys(t: &toml::Table, under_users: bool, out: &mut Vec<String>) {
+        for (k, v) in t {
+            if !under_users {
+                out.push(k.clone());
+            }
+            match v {
+                toml::Value::Table(t) => keys(t, k == "users", out),
+                toml::Value::Array(a) => {
+                    for t in a.iter().filter_map(toml::Value::as_table) {
+                        keys(t, false, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut all = Vec::new();
+    keys(&doc, false, &mut all);
+    assert!(all.len() > 40, "{all:?}");
+    for k in all {
+        let flag = format!("--{}", k.replace('_', "-"));
+        assert!(
+            help.contains(&k) || help.contains(&flag),
+            "socks5d --help does not name `{k}`"
+        );
+    }
 }
