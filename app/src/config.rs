@@ -15,8 +15,10 @@
 //!   "FILE: ok"; exit 2 or 0. No socket is opened.
 //! - SIGHUP: [`load`] again. On error, log it and keep everything as it was. Else apply the
 //!   new [`Policy`] whole (`SharedRules::store`, `Limits::set_config`, the egress table),
-//!   log a warning naming each key of [`FileConfig::needs_restart`] (those keep their old
-//!   value), and keep every live session. The settings the administration protocol changes
+//!   move the SOCKS and admin listeners whose address changed (`listen`, `port`,
+//!   `admin_listen`, `admin_port`: bound before anything is applied), log a warning naming
+//!   each other key of [`FileConfig::needs_restart`] (those keep their old value), and keep
+//!   every live session. The settings the administration protocol changes
 //!   too (`buffer_size`, `connection_timeout`, `selector_timeout`, `no_sniffing`,
 //!   `no_cleanup`) are applied only where the file's value changed since
 //!   the last load, so that an administrator's change survives a reload that does not touch

@@ -384,8 +384,21 @@ async fn serve<R: socks5d_net::Runtime>(
     let wait = |rx: async_channel::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    let reloads = reload::on_sighup(shared.clone(), p.reloader, wait(stopped.clone()));
-    let server = socks5d_net::run(listeners, shared, wait(stopped.clone()));
+    let (socks_tx, socks_rx) = async_channel::bounded(1);
+    let (admin_tx, admin_rx) = async_channel::bounded(1);
+    let rebinders = reload::Rebinders {
+        socks: socks_tx,
+        admin: admin_tx,
+        socks_addr,
+        admin_addr,
+        transport,
+    };
+    let reloads = reload::on_sighup(shared.clone(), p.reloader, rebinders, wait(stopped.clone()));
+    let rebind = socks5d_net::Rebind {
+        socks: Some(socks_rx),
+        admin: Some(admin_rx),
+    };
+    let server = socks5d_net::run_rebindable(listeners, shared, wait(stopped.clone()), rebind);
     let metrics = async {
         if let Some((l, m)) = metrics {
             serve_metrics(&rt, l, m, state, wait(stopped)).await;

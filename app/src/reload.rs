@@ -2,7 +2,7 @@
 //! and the SIGHUP reload (see the docs of [`crate::config`] for what a reload applies).
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ use futures_lite::StreamExt;
 use socks5d_core::policy::Egress;
 use socks5d_core::state::{Mutation, Outcome};
 use socks5d_net::policy::PolicyConfig;
-use socks5d_net::{Runtime, Shared};
+use socks5d_net::{AdminListener, AdminTransport, Listener, Runtime, Shared};
 
 use crate::cli::Cli;
 use crate::config::{self, FileConfig};
@@ -109,6 +109,22 @@ pub(crate) fn check_config(path: &Path) -> ExitCode {
     }
 }
 
+/// Where a reload sends the listeners it bound for changed addresses, and the addresses in
+/// use.
+#[derive(Debug)]
+pub(crate) struct Rebinders<R: Runtime> {
+    /// To the SOCKS accept loop.
+    pub(crate) socks: async_channel::Sender<Listener<R>>,
+    /// To the admin accept loop.
+    pub(crate) admin: async_channel::Sender<AdminListener<R>>,
+    /// The SOCKS listener's address (as configured).
+    pub(crate) socks_addr: SocketAddr,
+    /// The admin listener's address (as configured).
+    pub(crate) admin_addr: SocketAddr,
+    /// The admin transport (a change of it needs a restart).
+    pub(crate) transport: AdminTransport,
+}
+
 /// The file to reload, as last loaded.
 #[derive(Debug)]
 pub(crate) struct Reloader {
@@ -122,12 +138,82 @@ pub(crate) struct Reloader {
 
 impl Reloader {
     /// Loads the file again and applies it; on any error keeps everything as it was.
-    async fn reload<R: Runtime>(&mut self, shared: &Shared<R>) -> Result<(), String> {
+    async fn reload<R: Runtime>(
+        &mut self,
+        shared: &Shared<R>,
+        rebind: &mut Rebinders<R>,
+    ) -> Result<(), String> {
         let new = config::load(&self.path).map_err(|e| e.to_string())?;
         let policy = policy_of(Some(&new), &self.overrides)?;
+        // New listeners are bound before anything is applied: a bind error fails the reload.
+        let o = &self.overrides;
+        let defaults =
+            <Cli as clap::Parser>::try_parse_from(["socks5d"]).map_err(|e| e.to_string())?;
+        let pick = |key: &str, current: IpAddr, file: Option<IpAddr>, default: IpAddr| {
+            if o.on_cli(key) {
+                current
+            } else {
+                file.unwrap_or(default)
+            }
+        };
+        let pick_port = |key: &str, current: u16, file: Option<u16>, default: u16| {
+            if o.on_cli(key) {
+                current
+            } else {
+                file.unwrap_or(default)
+            }
+        };
+        let socks_addr = SocketAddr::new(
+            pick(
+                "listen",
+                rebind.socks_addr.ip(),
+                new.listen,
+                defaults.listen,
+            ),
+            pick_port("port", rebind.socks_addr.port(), new.port, defaults.port),
+        );
+        let admin_addr = SocketAddr::new(
+            pick(
+                "admin_listen",
+                rebind.admin_addr.ip(),
+                new.admin_listen,
+                defaults.admin_listen,
+            ),
+            pick_port(
+                "admin_port",
+                rebind.admin_addr.port(),
+                new.admin_port,
+                defaults.admin_port,
+            ),
+        );
+        let socks = if socks_addr == rebind.socks_addr {
+            None
+        } else {
+            Some(
+                Listener::bind(&shared.rt, socks_addr)
+                    .map_err(|e| format!("cannot listen on {socks_addr} (SOCKS): {e}"))?,
+            )
+        };
+        let admin = if admin_addr == rebind.admin_addr {
+            None
+        } else {
+            Some(
+                AdminListener::bind(&shared.rt, admin_addr, rebind.transport)
+                    .map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?,
+            )
+        };
         shared.policy.apply(shared.rt.now(), policy);
+        if let Some(l) = socks {
+            let _ = rebind.socks.try_send(l);
+            rebind.socks_addr = socks_addr;
+        }
+        if let Some(l) = admin {
+            let _ = rebind.admin.try_send(l);
+            rebind.admin_addr = admin_addr;
+        }
+        const LIVE: [&str; 4] = ["listen", "port", "admin_listen", "admin_port"];
         for key in self.file.needs_restart(&new) {
-            if !self.overrides.on_cli(key) {
+            if !self.overrides.on_cli(key) && !LIVE.contains(&key) {
                 tracing::warn!(
                     key,
                     "configuration reload: this key changed, and takes effect on restart only"
@@ -192,6 +278,7 @@ impl Reloader {
 pub(crate) async fn on_sighup<R: Runtime>(
     shared: Shared<R>,
     reloader: Option<Reloader>,
+    mut rebind: Rebinders<R>,
     stop: impl Future<Output = ()>,
 ) {
     use async_signal::{Signal, Signals};
@@ -216,7 +303,7 @@ pub(crate) async fn on_sighup<R: Runtime>(
         if !hup {
             return;
         }
-        let result = r.reload(&shared).await;
+        let result = r.reload(&shared, &mut rebind).await;
         if let Some(m) = &shared.metrics {
             m.reload(result.is_ok());
         }

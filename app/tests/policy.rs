@@ -861,3 +861,50 @@ fn help_names_every_key_of_the_example() {
         );
     }
 }
+
+#[test]
+fn sighup_moves_a_changed_listener_and_keeps_the_others() {
+    let e = echo();
+    let s = start("", &[]);
+    let (mut live, rep) = connect_as(s.socks, "alice", e);
+    assert_eq!(rep, Some(0));
+    ping(&mut live);
+    let new_port = free_port();
+    let path = config_path(&s);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        &format!("port = {}\n", s.socks.port()),
+        &format!("port = {new_port}\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    s.hup();
+    s.err.wait_for(&["SOCKS listener replaced"]);
+    s.err.wait_for(&["configuration reloaded"]);
+    let moved: SocketAddr = ([127, 0, 0, 1], new_port).into();
+    let (mut c, rep) = connect_as(moved, "alice", e);
+    assert_eq!(rep, Some(0), "served on the new port");
+    ping(&mut c);
+    assert!(
+        TcpStream::connect(s.socks).is_err(),
+        "the old SOCKS listener is closed"
+    );
+    ping(&mut live);
+    // The admin listener did not change: still there.
+    assert!(TcpStream::connect(s.admin).is_ok());
+    assert_eq!(s.err.count(&["admin listener replaced"]), 0);
+    // A port that cannot be bound fails the reload; everything is kept.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        &format!("port = {new_port}\n"),
+        &format!("port = {}\n", busy.local_addr().unwrap().port()),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    s.hup();
+    s.err
+        .wait_for(&["configuration reload failed", "cannot listen on"]);
+    let (mut c, rep) = connect_as(moved, "alice", e);
+    assert_eq!(rep, Some(0), "still on the port before");
+    ping(&mut c);
+}

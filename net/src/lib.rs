@@ -52,5 +52,8 @@ pub use listen::{bind_admin, bind_tcp};
 pub use log::{LogSink, StdoutSink, LOG_BATCH, LOG_QUEUE};
 pub use options::{AdminTransport, ParseAdminTransportError, ServerOptions};
 pub use runtime::{Runtime, Socket};
-pub use server::{run, AdminListener, Listener, Listeners, PasswordVerifier, Persist, Shared};
+pub use server::{
+    run, run_rebindable, AdminListener, Listener, Listeners, PasswordVerifier, Persist, Rebind,
+    Shared,
+};
 pub use tap::{unix_time, Tap};

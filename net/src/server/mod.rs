@@ -389,13 +389,76 @@ pub async fn run<R: Runtime>(
     shared: Shared<R>,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_rebindable(listeners, shared, shutdown, Rebind::default()).await;
+}
+
+/// Where a running server gets replacement listeners (a configuration reload that changed an
+/// address): each one received replaces the listener of its kind, which is closed; the
+/// connections it accepted are kept. `None`: never replaced.
+#[derive(Debug)]
+pub struct Rebind<R: Runtime> {
+    /// New SOCKS listeners.
+    pub socks: Option<async_channel::Receiver<Listener<R>>>,
+    /// New admin listeners.
+    pub admin: Option<async_channel::Receiver<AdminListener<R>>>,
+}
+
+impl<R: Runtime> Default for Rebind<R> {
+    fn default() -> Self {
+        Self {
+            socks: None,
+            admin: None,
+        }
+    }
+}
+
+/// What an accept loop saw first.
+enum Accepted<T, L> {
+    Conn(io::Result<T>),
+    Swap(L),
+}
+
+/// Waits for a connection on `accept` or a replacement listener on `swap`.
+async fn accept_or_swap<T, L>(
+    accept: impl Future<Output = io::Result<T>>,
+    swap: Option<&async_channel::Receiver<L>>,
+) -> Accepted<T, L> {
+    futures_lite::future::or(async { Accepted::Conn(accept.await) }, async {
+        match swap {
+            Some(rx) => match rx.recv().await {
+                Ok(l) => Accepted::Swap(l),
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    })
+    .await
+}
+
+/// As [`run`], with listeners replaced live from `rebind`.
+pub async fn run_rebindable<R: Runtime>(
+    listeners: Listeners<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+    rebind: Rebind<R>,
+) {
     // Closed (all senders dropped) on shutdown; every waiter sees it.
     let (tx, rx) = async_channel::bounded::<()>(1);
     let signal = |rx: async_channel::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    let socks = serve_socks(listeners.socks, shared.clone(), signal(rx.clone()));
-    let admin = serve_admin(listeners.admin, shared.clone(), signal(rx.clone()));
+    let socks = serve_socks_rebindable(
+        listeners.socks,
+        shared.clone(),
+        signal(rx.clone()),
+        rebind.socks,
+    );
+    let admin = serve_admin_rebindable(
+        listeners.admin,
+        shared.clone(),
+        signal(rx.clone()),
+        rebind.admin,
+    );
     let house = housekeeping(shared, signal(rx));
     let notify = async move {
         shutdown.await;
@@ -467,6 +530,16 @@ pub async fn serve_socks<R: Runtime>(
     shared: Shared<R>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_socks_rebindable(listener, shared, shutdown, None).await;
+}
+
+/// As [`serve_socks`], taking each listener `swap` sends in place of the current one.
+pub async fn serve_socks_rebindable<R: Runtime>(
+    mut listener: Listener<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+    swap: Option<async_channel::Receiver<Listener<R>>>,
+) {
     let rt = shared.rt.clone();
     let limit = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
     let tasks = Tasks::new();
@@ -474,10 +547,20 @@ pub async fn serve_socks<R: Runtime>(
     loop {
         let acquired = race(&rt, shutdown.as_mut(), None, limit.acquire_arc()).await;
         let Raced::Io(permit) = acquired else { break };
-        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, listener.accept()).await {
-            Raced::Io(Ok(x)) => x,
-            Raced::Io(Err(e)) => {
+        let accepted = accept_or_swap(listener.accept(), swap.as_ref());
+        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, accepted).await {
+            Raced::Io(Accepted::Conn(Ok(x))) => x,
+            Raced::Io(Accepted::Conn(Err(e))) => {
                 accept_failed(&rt, &e, "SOCKS").await;
+                continue;
+            }
+            Raced::Io(Accepted::Swap(l)) => {
+                tracing::info!(
+                    old = ?listener.local_addr().ok(),
+                    new = ?l.local_addr().ok(),
+                    "SOCKS listener replaced"
+                );
+                listener = l;
                 continue;
             }
             _ => break,
@@ -512,19 +595,39 @@ pub async fn serve_admin<R: Runtime>(
     shared: Shared<R>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_admin_rebindable(listener, shared, shutdown, None).await;
+}
+
+/// As [`serve_admin`], taking each listener `swap` sends in place of the current one.
+pub async fn serve_admin_rebindable<R: Runtime>(
+    mut listener: AdminListener<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+    swap: Option<async_channel::Receiver<AdminListener<R>>>,
+) {
     let rt = shared.rt.clone();
-    let framing = listener.framing();
+    let mut framing = listener.framing();
     let tasks = Tasks::new();
     let mut shutdown = pin!(shutdown);
     // No permit before `accept`: a connection is admitted into the unauthenticated pool
     // (which closes its oldest member when full) and takes an authenticated permit only once
     // it logged in, so connections that never log in cannot hold administrators out.
     loop {
-        let accepted = race(&rt, shutdown.as_mut(), None, listener.listener.accept()).await;
-        let (socket, peer) = match accepted {
-            Raced::Io(Ok(x)) => x,
-            Raced::Io(Err(e)) => {
+        let accepted = accept_or_swap(listener.listener.accept(), swap.as_ref());
+        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, accepted).await {
+            Raced::Io(Accepted::Conn(Ok(x))) => x,
+            Raced::Io(Accepted::Conn(Err(e))) => {
                 accept_failed(&rt, &e, "admin").await;
+                continue;
+            }
+            Raced::Io(Accepted::Swap(l)) => {
+                tracing::info!(
+                    old = ?listener.local_addr().ok(),
+                    new = ?l.local_addr().ok(),
+                    "admin listener replaced"
+                );
+                listener = l;
+                framing = listener.framing();
                 continue;
             }
             _ => break,
