@@ -426,6 +426,22 @@ fn outgoing_addr_is_the_source_the_destination_sees() {
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))
     );
     drop(s);
+    // The outgoing interface (SO_BINDTODEVICE): loopback reaches a loopback destination;
+    // a device that does not exist fails the dial.
+    let s = start("outgoing_interface = \"lo\"\n", &[]);
+    let (mut c, rep) = connect_as(s.socks, "alice", dest);
+    assert_eq!(
+        rep,
+        Some(0),
+        "bound to lo (as root: SO_BINDTODEVICE needs CAP_NET_RAW)"
+    );
+    ping(&mut c);
+    seen.recv_timeout(WAIT).unwrap();
+    drop(s);
+    let s = start("", &["--outgoing-interface", "nosuchdev0"]);
+    let (_c, rep) = connect_as(s.socks, "alice", dest);
+    assert!(matches!(rep, Some(r) if r != 0), "{rep:?}");
+    drop(s);
     // A user's own egress replaces the server-wide one.
     let s = start(
         "outgoing_addr = \"127.0.0.6\"\n[users.bob]\negress = \"127.0.0.7\"\n",
