@@ -232,3 +232,92 @@ pub fn filter_resolved(
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socks5d_core::policy::{Action, ClientRule, DecidedBy, DestMatch, DestRule};
+    use std::num::NonZeroU32;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn nothing_configured_is_nothing_checked_but_the_protected_blocks() {
+        let p = ServerPolicy::default();
+        assert!(p.check_client("192.0.2.1".parse().unwrap()).is_none());
+        assert!(p.dest_rules().is_none());
+        assert!(!p.limits_on_accept() && !p.user_limits());
+        assert!(p.egress_for(Some(b"alice")).is_none());
+        assert!(!p.proxy_trusted("127.0.0.1".parse().unwrap()));
+        let meta = TargetAddr::Ip(sa("169.254.169.254:80"));
+        let v = check_dest(None, None, &meta, None, Command::Connect);
+        assert_eq!(v.by, DecidedBy::Protected(0));
+        let ok = TargetAddr::Ip(sa("192.0.2.1:80"));
+        assert!(check_dest(None, None, &ok, None, Command::Connect).is_allowed());
+    }
+
+    #[test]
+    fn apply_turns_parts_on_and_off() {
+        let p = ServerPolicy::default();
+        let rules = Rules::new(
+            vec![ClientRule {
+                from: "10.0.0.0/8".parse().unwrap(),
+                action: Action::Deny,
+            }],
+            vec![DestRule {
+                user: None,
+                dest: DestMatch::Cidr("192.0.2.0/24".parse().unwrap()),
+                ports: 0..=65535,
+                command: None,
+                action: Action::Deny,
+            }],
+        );
+        p.apply(
+            Instant::now(),
+            PolicyConfig {
+                rules,
+                limits: LimitsConfig {
+                    ip_max_connections: NonZeroU32::new(1),
+                    user_max_connections: NonZeroU32::new(1),
+                    ..LimitsConfig::default()
+                },
+                egress: EgressTable {
+                    default: Egress::from_addrs(&["127.0.0.2".parse().unwrap()]).unwrap(),
+                    ..EgressTable::default()
+                },
+                outgoing_interface: None,
+                proxy_trusted: vec!["127.0.0.0/8".parse().unwrap()],
+            },
+        );
+        assert!(!p
+            .check_client("10.1.1.1".parse().unwrap())
+            .unwrap()
+            .is_allowed());
+        assert!(p.ip_limits() && !p.handshake_limit() && p.user_limits());
+        assert!(p.proxy_trusted("127.0.0.9".parse().unwrap()));
+        assert!(!p.proxy_trusted("192.0.2.9".parse().unwrap()));
+        let (e, dev) = p.egress_for(None).unwrap();
+        assert_eq!((e.v4, dev), (Some([127, 0, 0, 2].into()), None));
+        // A name resolving to a denied and an IPv6 address: IPv6 is unreachable from an
+        // IPv4-only egress, the other is denied, so the request is denied.
+        let rules = p.dest_rules().unwrap();
+        let name = TargetAddr::Domain("example.test".into(), 80);
+        let mut addrs = vec![sa("[2001:db8::1]:80"), sa("192.0.2.7:80")];
+        let v = filter_resolved(Some(&rules), Some(&e), None, &name, &mut addrs);
+        assert_eq!(v.map(|v| v.by), Some(DecidedBy::DestRule(0)));
+        let mut addrs = vec![sa("192.0.2.7:80"), sa("198.51.100.7:80")];
+        assert!(filter_resolved(Some(&rules), Some(&e), None, &name, &mut addrs).is_none());
+        assert_eq!(addrs, vec![sa("198.51.100.7:80")]);
+        // Only the other family: nothing left, and no rule to blame (0x04, not 0x02).
+        let mut addrs = vec![sa("[2001:db8::1]:80")];
+        assert!(filter_resolved(Some(&rules), Some(&e), None, &name, &mut addrs).is_none());
+        assert!(addrs.is_empty());
+        // Everything off again.
+        p.apply(Instant::now(), PolicyConfig::default());
+        assert!(p.check_client("10.1.1.1".parse().unwrap()).is_none());
+        assert!(p.dest_rules().is_none() && !p.ip_limits() && !p.user_limits());
+        assert!(p.egress_for(None).is_none());
+    }
+}
