@@ -81,7 +81,8 @@ pub async fn serve_socks_connection<R: Runtime>(
     let mut rbuf = BytesMut::new();
     // A trusted load balancer's PROXY header names the real client: rules, limits and logs
     // see that one. Required from those senders, believed from no one else.
-    let peer = if policy.proxy_trusted(peer.ip()) {
+    let trusted = policy.proxy_trusted(peer.ip());
+    let peer = if trusted {
         match read_proxy_header(shared, &client, peer, &mut rbuf).await? {
             Some(real) => real,
             None => return Ok(()),
@@ -142,7 +143,8 @@ pub async fn serve_socks_connection<R: Runtime>(
         conn.record_received(rt.now(), rbuf.len());
         hs.handle_input(rt.now(), &mut rbuf, &conn);
     }
-    let mut first_read = true;
+    // An untrusted sender's PROXY header is refused (the SOCKS5 parser does) and logged.
+    let mut first_read = !trusted;
     let mut p: Pending<'_, R> = Pending {
         resolving: None,
         dials: Vec::new(),
