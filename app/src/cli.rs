@@ -98,7 +98,7 @@ pub(crate) enum RuntimeArg {
     version,
     disable_version_flag = true,
     disable_help_flag = true,
-    after_help = "Examples:\n  socks5d -u alice:secret                  proxy on 127.0.0.1:1080, admin on 127.0.0.1:8080\n  socks5d -l 0.0.0.0 -u alice:secret       proxy on every IPv4 interface\n  socks5d -l :: -u alice:secret            proxy on every interface (IPv6 and IPv4)\n  curl --socks5-hostname alice:secret@127.0.0.1:1080 http://example.org/"
+    after_help = "Configuration file (--config FILE, TOML; example.toml documents each key):\n  every flag above has a key of its name with underscores (admin_port, outgoing_addr, ...),\n  user and admin are lists of \"USER:PASS\"; the file alone sets:\n  [[client_rule]]  from (CIDR), action (allow|deny): checked on accept\n  [[rule]]         action, user, to (any|CIDR|.domain.suffix), ports (N|\"LO-HI\"), command (connect|bind|udp)\n  [limits]         user_max_connections, user_upload, user_download (bytes/s: 1048576, \"1MiB\"),\n                   ip_max_connections, ip_connections_per_second, max_handshakes\n  [users.NAME]     password, admin, egress, max_connections, upload, download\n  [proxy_protocol] trusted (CIDR list: PROXY v1/v2 senders, required from them)\n\nExamples:\n  socks5d -u alice:secret                  proxy on 127.0.0.1:1080, admin on 127.0.0.1:8080\n  socks5d -l 0.0.0.0 -u alice:secret       proxy on every IPv4 interface\n  socks5d -l :: -u alice:secret            proxy on every interface (IPv6 and IPv4)\n  curl --socks5-hostname alice:secret@127.0.0.1:1080 http://example.org/"
 )]
 pub(crate) struct Cli {
     /// Address the SOCKS proxy listens on; 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) for all
@@ -260,6 +260,27 @@ pub(crate) struct Cli {
     /// Async runtime.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value = "tokio")]
     pub(crate) runtime: RuntimeArg,
+
+    /// Reads the settings from a TOML file (example.toml documents every key: each flag has
+    /// one, plus access rules, limits, per-user settings and PROXY protocol senders). Flags
+    /// given here override the file. SIGHUP reloads it (checked first; kept on any error).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<std::path::PathBuf>,
+
+    /// Checks a configuration file and exits: prints "FILE: ok" (status 0) or the error with
+    /// file, line and key (status 2). Opens no socket.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub(crate) check_config: Option<std::path::PathBuf>,
+
+    /// Local address outgoing connections come from; repeat for one IPv4 and one IPv6
+    /// address (the destination's family picks). With one family only, names resolve to that
+    /// family and the other is unreachable (0x03).
+    #[arg(long, value_name = "ADDR", action = ArgAction::Append)]
+    pub(crate) outgoing_addr: Vec<IpAddr>,
+
+    /// Network device outgoing connections are bound to (SO_BINDTODEVICE; needs CAP_NET_RAW).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) outgoing_interface: Option<String>,
 
     /// Prints version information and exits.
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]

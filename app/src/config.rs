@@ -15,10 +15,12 @@
 //!   "FILE: ok"; exit 2 or 0. No socket is opened.
 //! - SIGHUP: [`load`] again. On error, log it and keep everything as it was. Else apply the
 //!   new [`Policy`] whole (`SharedRules::store`, `Limits::set_config`, the egress table),
-//!   log a warning naming each key of [`FileConfig::needs_restart`] (those keep their old
-//!   value), and keep every live session. The settings the administration protocol changes
+//!   move the SOCKS and admin listeners whose address changed (`listen`, `port`,
+//!   `admin_listen`, `admin_port`: bound before anything is applied), log a warning naming
+//!   each other key of [`FileConfig::needs_restart`] (those keep their old value), and keep
+//!   every live session. The settings the administration protocol changes
 //!   too (`buffer_size`, `connection_timeout`, `selector_timeout`, `no_sniffing`,
-//!   `no_cleanup`, `allow_anonymous`) are applied only where the file's value changed since
+//!   `no_cleanup`) are applied only where the file's value changed since
 //!   the last load, so that an administrator's change survives a reload that does not touch
 //!   it. Users and passwords of the file are not applied again on reload: at run time the
 //!   administration protocol owns the user list (per-user limits and egress are applied).
@@ -224,8 +226,21 @@ pub(crate) struct FileConfig {
     /// `--outgoing-interface`: the device outgoing connections are bound to (SO_BINDTODEVICE).
     #[serde(default, deserialize_with = "interface")]
     pub(crate) outgoing_interface: Option<String>,
-    /// Address of the metrics endpoint (served by the driver; not by this module).
+    /// `--metrics`: address of the metrics endpoint.
     pub(crate) metrics: Option<SocketAddr>,
+    /// `--udp-advertise`.
+    pub(crate) udp_advertise: Option<IpAddr>,
+    /// `--state-dir`.
+    pub(crate) state_dir: Option<PathBuf>,
+    /// `--in-memory`.
+    pub(crate) in_memory: Option<bool>,
+    /// `--user-store`: the fleet's PostgreSQL URL (in the file, its password stays out of
+    /// `ps`). Checked by `cli::check_store_url` when read, as the flag is.
+    #[serde(default, deserialize_with = "store_url")]
+    pub(crate) user_store: Option<String>,
+    /// `--user-store-resync`: seconds between two full re-reads of the database (1 to 86400).
+    #[serde(default, deserialize_with = "resync_secs")]
+    pub(crate) user_store_resync: Option<u64>,
     /// `[proxy_protocol]`.
     pub(crate) proxy_protocol: Option<ProxyProtocol>,
     /// `[[client_rule]]`, in order.
@@ -467,7 +482,13 @@ impl FileConfig {
             no_bind,
             no_udp,
             runtime,
-            metrics
+            metrics,
+            udp_advertise,
+            state_dir,
+            in_memory,
+            allow_anonymous,
+            user_store,
+            user_store_resync
         );
         keys
     }
@@ -514,7 +535,31 @@ pub(crate) fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
             }
         )*};
     }
-    take_flag!(no_sniffing, no_cleanup, allow_anonymous, no_bind, no_udp);
+    take_flag!(
+        no_sniffing,
+        no_cleanup,
+        allow_anonymous,
+        no_bind,
+        no_udp,
+        in_memory
+    );
+    macro_rules! take_opt {
+        ($($field:ident),*) => {$(
+            if from_file(stringify!($field)) && file.$field.is_some() {
+                cli.$field.clone_from(&file.$field);
+            }
+        )*};
+    }
+    take_opt!(
+        metrics,
+        udp_advertise,
+        state_dir,
+        outgoing_interface,
+        user_store
+    );
+    if let (true, Some(v)) = (from_file("user_store_resync"), file.user_store_resync) {
+        cli.user_store_resync = v;
+    }
     if from_file("log_level") && file.log_level.is_some() {
         cli.log_level.clone_from(&file.log_level);
     }
@@ -831,6 +876,24 @@ fn interface<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
     }
 }
 
+/// `user_store`: a PostgreSQL URL, checked as `--user-store` is (the message never repeats
+/// the URL: it may hold a password).
+fn store_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::cli::check_store_url(&s).map_err(de::Error::custom)?;
+    Ok(Some(s))
+}
+
+/// `user_store_resync`: 1 to 86400 seconds, as `--user-store-resync`.
+fn resync_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = u64::deserialize(d)?;
+    if (1..=86_400).contains(&n) {
+        Ok(Some(n))
+    } else {
+        Err(de::Error::custom(format!("{n} is not in 1..=86400")))
+    }
+}
+
 /// A value of one of the command line's enumerations, spelled as on the command line.
 fn value_enum<'de, D: Deserializer<'de>, T: ValueEnum>(d: D) -> Result<Option<T>, D::Error> {
     let s = String::deserialize(d)?;
@@ -956,7 +1019,17 @@ mod tests {
         let top = keys_of("");
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();
-            if ["version", "help"].contains(&id) {
+            // Actions, not settings: they make the command do something else and exit (or,
+            // for `config`, name the file itself).
+            let actions = [
+                "version",
+                "help",
+                "config",
+                "check_config",
+                "export_users",
+                "import_users",
+            ];
+            if actions.contains(&id) {
                 continue;
             }
             let key = match id {

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use socks5d_core::state::{Config, State};
 use socks5d_net::budget::Budget;
 use socks5d_net::metrics::{serve_metrics, Metrics};
+use socks5d_net::policy::ServerPolicy;
 use socks5d_net::{Listener, Listeners, Persist, ServerOptions, Shared};
 
 mod cli;
+mod config;
 mod fleet;
+mod reload;
 mod store;
 
 use cli::{Cli, RuntimeArg};
@@ -23,8 +26,38 @@ use cli::{Cli, RuntimeArg};
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(path) = &cli.check_config {
+        return reload::check_config(path);
+    }
+    let file = match &cli.config {
+        None => None,
+        Some(path) => match config::load(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("socks5d: {e}");
+                return ExitCode::from(USAGE);
+            }
+        },
+    };
+    if let Some(f) = &file {
+        config::merge(&mut cli, &matches, f);
+    }
     init_tracing(cli.log_level.as_deref());
+    let overrides = reload::Overrides::of(&cli, &matches);
+    let policy = match reload::policy_of(file.as_ref(), &overrides) {
+        Ok(p) => Arc::new(ServerPolicy::new(p)),
+        Err(e) => {
+            eprintln!("socks5d: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let reloader = cli.config.clone().map(|path| reload::Reloader {
+        path,
+        file: file.unwrap_or_default(),
+        overrides,
+    });
 
     let state = Arc::new(State::new(
         Instant::now(),
@@ -56,6 +89,11 @@ fn main() -> ExitCode {
     }
     if let Some(Err(msg)) = cli.user_store.as_deref().map(cli::check_store_url) {
         eprintln!("socks5d: {msg}");
+        return ExitCode::from(USAGE);
+    }
+    if cli.in_memory && cli.user_store.is_some() {
+        // (clap refuses the two flags together; here one came from the configuration file)
+        eprintln!("socks5d: in_memory and user_store cannot be used together");
         return ExitCode::from(USAGE);
     }
     if let Err(msg) = check_users(&cli) {
@@ -150,7 +188,21 @@ fn main() -> ExitCode {
         }
         (local, _) => (local.map(store::persist), None),
     };
-    run(cli.runtime, state, options, addrs, (persist, follower))
+    let policy = Policy { policy, reloader };
+    run(
+        cli.runtime,
+        state,
+        options,
+        addrs,
+        (persist, follower),
+        policy,
+    )
+}
+
+/// The operator's policy and how to reload it.
+struct Policy {
+    policy: Arc<ServerPolicy>,
+    reloader: Option<reload::Reloader>,
 }
 
 /// `--export-users FILE`: writes the stored users (hashes, never passwords) and exits.
@@ -284,19 +336,20 @@ fn run(
     options: ServerOptions,
     a: Addrs,
     persist: Stores,
+    p: Policy,
 ) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
-        RuntimeArg::Tokio => socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a, persist))
+        RuntimeArg::Tokio => socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a, persist, p))
             .unwrap_or_else(|e| {
                 eprintln!("socks5d: cannot start the tokio runtime: {e}");
                 ExitCode::FAILURE
             }),
         RuntimeArg::Smol => {
-            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a, persist))
+            socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a, persist, p))
         }
         RuntimeArg::AsyncStd => {
-            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a, persist))
+            socks5d_async_std::block_on_async_std(|rt| serve(rt, s, o, a, persist, p))
         }
     }
 }
@@ -319,6 +372,7 @@ async fn serve<R: socks5d_net::Runtime>(
     options: ServerOptions,
     a: Addrs,
     (persist, follower): Stores,
+    p: Policy,
 ) -> ExitCode {
     let (socks_addr, admin_addr) = (a.socks, a.admin);
     let transport = options.admin_transport;
@@ -337,8 +391,9 @@ async fn serve<R: socks5d_net::Runtime>(
         runtime = ?rt,
         "socks5d listening"
     );
-    let mut shared =
-        Shared::new(rt.clone(), state.clone(), options).with_verifier(store::verifier());
+    let mut shared = Shared::new(rt.clone(), state.clone(), options)
+        .with_verifier(store::verifier())
+        .with_policy(p.policy);
     if let Some(p) = persist {
         shared = shared.with_persist(p);
     }
@@ -369,12 +424,27 @@ async fn serve<R: socks5d_net::Runtime>(
     let wait = |rx: async_channel::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    let server = socks5d_net::run(listeners, shared, wait(stopped.clone()));
+    let (socks_tx, socks_rx) = async_channel::bounded(1);
+    let (admin_tx, admin_rx) = async_channel::bounded(1);
+    let rebinders = reload::Rebinders {
+        socks: socks_tx,
+        admin: admin_tx,
+        socks_addr,
+        admin_addr,
+        transport,
+    };
+    let reloads = reload::on_sighup(shared.clone(), p.reloader, rebinders, wait(stopped.clone()));
+    let rebind = socks5d_net::Rebind {
+        socks: Some(socks_rx),
+        admin: Some(admin_rx),
+    };
+    let server = socks5d_net::run_rebindable(listeners, shared, wait(stopped.clone()), rebind);
     let metrics = async {
         if let Some((l, m)) = metrics {
             serve_metrics(&rt, l, m, state, wait(stopped)).await;
         }
     };
+    let server = futures_lite::future::zip(server, reloads);
     futures_lite::future::zip(signal, futures_lite::future::zip(server, metrics)).await;
     ExitCode::SUCCESS
 }

@@ -137,12 +137,34 @@ pub async fn connect_tcp<R: Runtime>(
     rt: &R,
     addr: SocketAddr,
 ) -> io::Result<(R::Socket, SocketAddr)> {
+    connect_tcp_from(rt, addr, None, None).await
+}
+
+/// As [`connect_tcp`], from the local address `source` when given (port 0: any port) and
+/// bound to the network device `device` when given (`SO_BINDTODEVICE`, which needs
+/// `CAP_NET_RAW` unless the kernel allows it unprivileged).
+///
+/// # Errors
+///
+/// The bind's or the connect's error.
+pub async fn connect_tcp_from<R: Runtime>(
+    rt: &R,
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+    device: Option<&str>,
+) -> io::Result<(R::Socket, SocketAddr)> {
     let s = socket2::Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
         None,
     )?;
     let _ = s.set_tcp_nodelay(true);
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes()))?;
+    }
+    if let Some(src) = source {
+        s.bind(&SockAddr::from(src))?;
+    }
     match s.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

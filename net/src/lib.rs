@@ -19,6 +19,8 @@
 //!   thread behind a bounded queue, so a stuck stdout never blocks a connection).
 //! - [`Tap`]: what a relay does with each chunk it moves (counting, sniffing, logging).
 //! - [`metrics`]: Prometheus metrics and the `GET /metrics` server (`--metrics ADDR`).
+//! - [`policy`]: the operator's policy (rules, limits, egress, PROXY senders) where the
+//!   drivers reach it, swapped whole on reload.
 //! - [`budget`]: how many connections and relay pipes fit in the open-file limit.
 //! - [`sys`]: raising `RLIMIT_NOFILE`, recognising descriptor exhaustion and backing off.
 //!
@@ -36,6 +38,7 @@ pub mod listen;
 mod log;
 pub mod metrics;
 mod options;
+pub mod policy;
 pub mod relay;
 pub mod runtime;
 pub mod sctp;
@@ -51,6 +54,7 @@ pub use log::{LogSink, StdoutSink, LOG_BATCH, LOG_QUEUE};
 pub use options::{AdminTransport, ParseAdminTransportError, ServerOptions};
 pub use runtime::{Runtime, Socket};
 pub use server::{
-    run, AdminListener, Listener, Listeners, PasswordVerifier, Persist, PersistError, Shared,
+    run, run_rebindable, AdminListener, Listener, Listeners, PasswordVerifier, Persist,
+    PersistError, Rebind, Shared,
 };
 pub use tap::{unix_time, Tap};

@@ -17,17 +17,49 @@
 //!   request or the server's shutdown waiting;
 //! - pipes in use are capped process-wide ([`set_pipe_budget`]), so that splicing never takes
 //!   the descriptors that the connection limit counted on: without a pipe a direction copies.
+//! - a rate-limited relay ([`relay_throttled`], a user with limits) always copies (no splice:
+//!   the bytes must be counted out in grants) and writes each chunk in the grants of the
+//!   user's token bucket (`socks5d_core::policy::Bucket`), sleeping until each grant's time;
+//!   it reads nothing more until the chunk is written, so TCP's flow control slows the sender.
 
 use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
+use socks5d_core::policy::BucketHandle;
+
+use crate::metrics::{LimitKind, Metrics};
 use crate::runtime::{yield_now, Socket};
 use crate::Tap;
+
+/// A sleep until an instant, on the server's runtime.
+pub type Sleep<'a> = dyn Fn(Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> + Sync + 'a;
+
+/// The bandwidth of a rate-limited relay: the user's buckets (one per direction, attached for
+/// this connection) and a way to sleep.
+pub struct Throttle<'a> {
+    /// Client to destination.
+    pub upload: &'a BucketHandle,
+    /// Destination to client.
+    pub download: &'a BucketHandle,
+    /// Sleeps until the given instant.
+    pub sleep: &'a Sleep<'a>,
+    /// Counts the waits (`limit_hits_total{kind="user_bandwidth"}`).
+    pub metrics: Option<&'a Metrics>,
+}
+
+impl std::fmt::Debug for Throttle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("upload", self.upload)
+            .field("download", self.download)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A burst gives the runtime a turn after this many reads...
 pub const BURST_READS: usize = 64;
@@ -100,10 +132,52 @@ pub async fn relay<T: Socket>(
     buf_size: usize,
     now: &(dyn Fn() -> Instant + Sync),
 ) -> io::Result<()> {
-    let up = one_way(client, dest, tap, buf_size, now, Direction::ClientToServer);
-    let down = one_way(dest, client, tap, buf_size, now, Direction::ServerToClient);
+    relay_throttled(client, dest, tap, buf_size, now, None).await
+}
+
+/// As [`relay`], within `throttle`'s bandwidth when given (then without `splice(2)`).
+///
+/// # Errors
+///
+/// The first I/O error of either direction (which ends both).
+pub async fn relay_throttled<T: Socket>(
+    client: &T,
+    dest: &T,
+    tap: &Tap<'_>,
+    buf_size: usize,
+    now: &(dyn Fn() -> Instant + Sync),
+    throttle: Option<&Throttle<'_>>,
+) -> io::Result<()> {
+    let (up_b, down_b) = match throttle {
+        Some(t) => (
+            Some((t.upload, t.sleep, t.metrics)),
+            Some((t.download, t.sleep, t.metrics)),
+        ),
+        None => (None, None),
+    };
+    let up = one_way(
+        client,
+        dest,
+        tap,
+        buf_size,
+        now,
+        Direction::ClientToServer,
+        up_b,
+    );
+    let down = one_way(
+        dest,
+        client,
+        tap,
+        buf_size,
+        now,
+        Direction::ServerToClient,
+        down_b,
+    );
     try_join(up, down).await
 }
+
+/// One direction's bucket, sleep and metrics.
+type Grants<'a> = Option<(&'a BucketHandle, &'a Sleep<'a>, Option<&'a Metrics>)>;
 
 /// Runs both futures to completion, or until either fails.
 async fn try_join(
@@ -142,16 +216,19 @@ async fn one_way<T: Socket>(
     buf_size: usize,
     now: &(dyn Fn() -> Instant + Sync),
     dir: Direction,
+    grants: Grants<'_>,
 ) -> io::Result<()> {
     let buf_size = buf_size.max(1);
     // After a failed pipe creation (descriptors short), copy until the next idle period.
     let mut no_pipe = false;
     loop {
         src.readable().await?;
-        let burst = if cfg!(target_os = "linux") && !no_pipe && !tap.sniffing() {
+        let burst = if grants.is_some() {
+            copy_burst(src, dst, tap, buf_size, now, dir, false, grants).await?
+        } else if cfg!(target_os = "linux") && !no_pipe && !tap.sniffing() {
             splice_burst(src, dst, tap, now, dir == Direction::ServerToClient).await?
         } else {
-            copy_burst(src, dst, tap, buf_size, now, dir, !no_pipe).await?
+            copy_burst(src, dst, tap, buf_size, now, dir, !no_pipe, None).await?
         };
         no_pipe = matches!(burst, Burst::NoPipe);
         match burst {
@@ -180,6 +257,7 @@ async fn copy_burst<T: Socket>(
     now: &(dyn Fn() -> Instant + Sync),
     dir: Direction,
     may_splice: bool,
+    grants: Grants<'_>,
 ) -> io::Result<Burst> {
     let mut buf = vec![0u8; buf_size];
     let (mut reads, mut moved) = (0, 0);
@@ -204,7 +282,29 @@ async fn copy_burst<T: Socket>(
             Direction::ClientToServer => tap.from_client(now(), chunk),
             Direction::ServerToClient => tap.from_server(now(), chunk),
         }
-        write_all(dst, chunk, tap, now, dir == Direction::ServerToClient).await?;
+        let to_client = dir == Direction::ServerToClient;
+        match grants {
+            None => write_all(dst, chunk, tap, now, to_client).await?,
+            Some((bucket, sleep, metrics)) => {
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let g = bucket.take(now(), rest.len() as u64);
+                    if let Some(t) = g.wait_until {
+                        if let Some(m) = metrics {
+                            m.limit_hit(LimitKind::UserBandwidth);
+                        }
+                        sleep(t).await;
+                    }
+                    let n = usize::try_from(g.bytes)
+                        .unwrap_or(rest.len())
+                        .min(rest.len());
+                    write_all(dst, &rest[..n], tap, now, to_client).await?;
+                    rest = &rest[n..];
+                }
+                // A turn for the runtime after each chunk: the sleeps pace it anyway.
+                return Ok(Burst::Yield);
+            }
+        }
         if may_splice && cfg!(target_os = "linux") && !tap.sniffing() {
             return Ok(Burst::Switch);
         }

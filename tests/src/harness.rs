@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use socks5d_core::state::{Config, Mutation, Outcome, Privilege, State};
+use socks5d_net::policy::ServerPolicy;
 use socks5d_net::{AdminTransport, Listeners, LogSink, ServerOptions, Shared};
 
 /// The transport runtimes a scenario can run on.
@@ -78,6 +79,8 @@ pub struct Setup {
     pub users: Vec<(&'static str, &'static str, Privilege)>,
     /// Bind the SOCKS listener here (port 0 for any).
     pub socks_addr: SocketAddr,
+    /// The operator's policy (rules, limits, egress); keep a clone to change it live.
+    pub policy: Arc<ServerPolicy>,
 }
 
 impl Default for Setup {
@@ -94,6 +97,7 @@ impl Default for Setup {
                 ("alice", "secret", Privilege::User),
             ],
             socks_addr: "127.0.0.1:0".parse().expect("literal"),
+            policy: Arc::default(),
         }
     }
 }
@@ -239,7 +243,9 @@ async fn serve<R: socks5d_net::Runtime>(
     })()
     .map_err(|e| e.to_string());
     let _ = ready.send(addrs);
-    let shared = Shared::new(rt, state, setup.options).with_log(log);
+    let shared = Shared::new(rt, state, setup.options)
+        .with_log(log)
+        .with_policy(setup.policy);
     socks5d_net::run(listeners, shared, async {
         let _ = stop.await;
     })

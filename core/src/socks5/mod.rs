@@ -618,6 +618,38 @@ impl Socks5Handshake {
         }
     }
 
+    /// Returns the request being carried out, as its command and its target as the client
+    /// sent it: from the request's first event ([`Event::Resolve`], [`Event::Dial`],
+    /// [`Event::Listen`], [`Event::BindUdp`]) until its reply. `None` otherwise. A driver
+    /// checks the operator's policy (`crate::policy`) against it and, if it refuses,
+    /// answers with [`refuse_pending`](Self::refuse_pending).
+    pub fn pending_request(&self) -> Option<(Command, &TargetAddr)> {
+        match &self.phase {
+            Phase::Resolving { target } | Phase::Connecting { target, .. } => {
+                Some((Command::Connect, target))
+            }
+            Phase::Listening { target, .. } | Phase::Accepting { target, .. } => {
+                Some((Command::Bind, target))
+            }
+            Phase::BindingUdp { target } => Some((Command::UdpAssociate, target)),
+            _ => None,
+        }
+    }
+
+    /// Refuses the pending request with `code`, a decision the driver's policy made (`0x02`
+    /// for an access rule or a limit, `0x03` for a destination the egress address cannot
+    /// reach): the attempts in flight are cancelled ([`Event::CancelDial`]), the failure
+    /// reply is queued with [`Event::Replied`], then [`Event::Closed`] with
+    /// [`CloseReason::RequestFailed`]. A `Succeeded` code is sent as `0x01`. Events already
+    /// polled for the request (a `Resolve`, a `Listen`) are then to be dropped unanswered;
+    /// their answers, if given anyway, are ignored.
+    ///
+    /// Ignored unless a request is pending ([`pending_request`](Self::pending_request)).
+    pub fn refuse_pending(&mut self, now: Instant, code: ReplyCode) {
+        self.handle_timeout(now);
+        self.fail_pending(code);
+    }
+
     /// Returns bytes to send to the client, all that are pending in one `Bytes`.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {

@@ -1162,3 +1162,79 @@ fn client_side_api_against_the_server() {
 mod commands;
 mod happy_eyeballs;
 mod verify;
+
+#[test]
+fn a_pending_request_can_be_refused_by_policy() {
+    // CONNECT to an address: refused at its first dial, which is cancelled.
+    let mut s = Server::new(false);
+    s.feed(0, &cat(&[GREET_UP, AUTH_BOB]));
+    assert!(s.hs.pending_request().is_none(), "no request yet");
+    s.out.clear();
+    s.events.clear();
+    s.feed(1, &connect(V4_TARGET))
+        .expect(b"", &[ev_dial(0, ip(&v4()))]);
+    assert_eq!(s.hs.pending_request(), Some((Command::Connect, &v4())));
+    s.hs.refuse_pending(s.at(2), ReplyCode::NotAllowed);
+    s.drain();
+    s.expect(
+        &failure(2),
+        &[
+            ev_cancel(0),
+            ev_replied(v4(), ReplyCode::NotAllowed),
+            ev_closed(CloseReason::RequestFailed(2)),
+        ],
+    );
+    assert!(s.hs.is_closed() && s.hs.pending_request().is_none());
+    // A late dial result changes nothing.
+    s.dialed(3, 0, Ok(local())).expect(b"", &[]);
+    // Refusing again does nothing.
+    s.hs.refuse_pending(s.at(4), ReplyCode::NotAllowed);
+    s.drain();
+    s.expect(b"", &[]);
+
+    // CONNECT to a name, refused while resolving (0x03: egress); the resolution is ignored.
+    let mut s = Server::new(false);
+    s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(NAME_TARGET)]));
+    s.out.clear();
+    s.events.clear();
+    assert_eq!(s.hs.pending_request(), Some((Command::Connect, &name())));
+    s.hs.refuse_pending(s.at(1), ReplyCode::NetworkUnreachable);
+    s.drain();
+    s.resolving = false;
+    s.expect(
+        &failure(3),
+        &[
+            ev_replied(name(), ReplyCode::NetworkUnreachable),
+            ev_closed(CloseReason::RequestFailed(3)),
+        ],
+    );
+    s.resolved(2, Ok(vec![name_addr()])).expect(b"", &[]);
+
+    // BIND and UDP ASSOCIATE name their command; refused before their socket exists.
+    for (cmd, command) in [(2u8, Command::Bind), (3, Command::UdpAssociate)] {
+        let mut s = Server::all_commands();
+        s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &[5, cmd, 0], V4_TARGET]));
+        s.out.clear();
+        s.events.clear();
+        assert_eq!(s.hs.pending_request(), Some((command, &v4())));
+        s.hs.refuse_pending(s.at(1), ReplyCode::NotAllowed);
+        s.drain();
+        s.listening = false;
+        s.binding_udp = false;
+        s.expect(
+            &failure(2),
+            &[
+                ev_replied(v4(), ReplyCode::NotAllowed),
+                ev_closed(CloseReason::RequestFailed(2)),
+            ],
+        );
+    }
+    // "Succeeded" is no refusal: sent as a general failure.
+    let mut s = Server::new(false);
+    s.feed(0, &cat(&[GREET_UP, AUTH_BOB, &connect(V4_TARGET)]));
+    s.out.clear();
+    s.events.clear();
+    s.hs.refuse_pending(s.at(1), ReplyCode::Succeeded);
+    s.drain();
+    assert_eq!(s.out, failure(1));
+}

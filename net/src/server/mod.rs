@@ -25,6 +25,7 @@ use socks5d_core::guard::{AdmissionPool, LoginThrottle};
 use socks5d_core::state::{CloseCause, Connection, Mutation, Outcome, Secret, State};
 
 use crate::metrics::Metrics;
+use crate::policy::ServerPolicy;
 use crate::runtime::{race, Raced, Runtime, Socket};
 use crate::{io as sio, listen, AdminTransport, LogSink, ServerOptions, StdoutSink};
 
@@ -72,6 +73,8 @@ pub struct Shared<R: Runtime> {
     pub persist: Option<Arc<dyn Persist>>,
     /// Serialises the modifications (check, persist, apply is one step for each).
     pub writes: Arc<async_lock::Mutex<()>>,
+    /// The operator's policy (rules, limits, egress, PROXY senders), replaced on reload.
+    pub policy: Arc<ServerPolicy>,
 }
 
 /// Makes the administrators' modifications durable (an embedded store, a database): called on
@@ -169,6 +172,7 @@ impl<R: Runtime> Clone for Shared<R> {
             verify_keys: self.verify_keys.clone(),
             persist: self.persist.clone(),
             writes: self.writes.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -195,7 +199,15 @@ impl<R: Runtime> Shared<R> {
             verify_keys: std::collections::hash_map::RandomState::new(),
             persist: None,
             writes: Arc::default(),
+            policy: Arc::default(),
         }
+    }
+
+    /// Serves under `policy` (keep the `Arc` to [`ServerPolicy::apply`] a reload).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Arc<ServerPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Makes modifications durable with `persist` before applying them.
@@ -412,13 +424,76 @@ pub async fn run<R: Runtime>(
     shared: Shared<R>,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_rebindable(listeners, shared, shutdown, Rebind::default()).await;
+}
+
+/// Where a running server gets replacement listeners (a configuration reload that changed an
+/// address): each one received replaces the listener of its kind, which is closed; the
+/// connections it accepted are kept. `None`: never replaced.
+#[derive(Debug)]
+pub struct Rebind<R: Runtime> {
+    /// New SOCKS listeners.
+    pub socks: Option<async_channel::Receiver<Listener<R>>>,
+    /// New admin listeners.
+    pub admin: Option<async_channel::Receiver<AdminListener<R>>>,
+}
+
+impl<R: Runtime> Default for Rebind<R> {
+    fn default() -> Self {
+        Self {
+            socks: None,
+            admin: None,
+        }
+    }
+}
+
+/// What an accept loop saw first.
+enum Accepted<T, L> {
+    Conn(io::Result<T>),
+    Swap(L),
+}
+
+/// Waits for a connection on `accept` or a replacement listener on `swap`.
+async fn accept_or_swap<T, L>(
+    accept: impl Future<Output = io::Result<T>>,
+    swap: Option<&async_channel::Receiver<L>>,
+) -> Accepted<T, L> {
+    futures_lite::future::or(async { Accepted::Conn(accept.await) }, async {
+        match swap {
+            Some(rx) => match rx.recv().await {
+                Ok(l) => Accepted::Swap(l),
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    })
+    .await
+}
+
+/// As [`run`], with listeners replaced live from `rebind`.
+pub async fn run_rebindable<R: Runtime>(
+    listeners: Listeners<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+    rebind: Rebind<R>,
+) {
     // Closed (all senders dropped) on shutdown; every waiter sees it.
     let (tx, rx) = async_channel::bounded::<()>(1);
     let signal = |rx: async_channel::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    let socks = serve_socks(listeners.socks, shared.clone(), signal(rx.clone()));
-    let admin = serve_admin(listeners.admin, shared.clone(), signal(rx.clone()));
+    let socks = serve_socks_rebindable(
+        listeners.socks,
+        shared.clone(),
+        signal(rx.clone()),
+        rebind.socks,
+    );
+    let admin = serve_admin_rebindable(
+        listeners.admin,
+        shared.clone(),
+        signal(rx.clone()),
+        rebind.admin,
+    );
     let house = housekeeping(shared, signal(rx));
     let notify = async move {
         shutdown.await;
@@ -490,6 +565,16 @@ pub async fn serve_socks<R: Runtime>(
     shared: Shared<R>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_socks_rebindable(listener, shared, shutdown, None).await;
+}
+
+/// As [`serve_socks`], taking each listener `swap` sends in place of the current one.
+pub async fn serve_socks_rebindable<R: Runtime>(
+    mut listener: Listener<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+    swap: Option<async_channel::Receiver<Listener<R>>>,
+) {
     let rt = shared.rt.clone();
     let limit = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
     let tasks = Tasks::new();
@@ -497,10 +582,20 @@ pub async fn serve_socks<R: Runtime>(
     loop {
         let acquired = race(&rt, shutdown.as_mut(), None, limit.acquire_arc()).await;
         let Raced::Io(permit) = acquired else { break };
-        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, listener.accept()).await {
-            Raced::Io(Ok(x)) => x,
-            Raced::Io(Err(e)) => {
+        let accepted = accept_or_swap(listener.accept(), swap.as_ref());
+        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, accepted).await {
+            Raced::Io(Accepted::Conn(Ok(x))) => x,
+            Raced::Io(Accepted::Conn(Err(e))) => {
                 accept_failed(&rt, &e, "SOCKS").await;
+                continue;
+            }
+            Raced::Io(Accepted::Swap(l)) => {
+                tracing::info!(
+                    old = ?listener.local_addr().ok(),
+                    new = ?l.local_addr().ok(),
+                    "SOCKS listener replaced"
+                );
+                listener = l;
                 continue;
             }
             _ => break,
@@ -535,19 +630,39 @@ pub async fn serve_admin<R: Runtime>(
     shared: Shared<R>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_admin_rebindable(listener, shared, shutdown, None).await;
+}
+
+/// As [`serve_admin`], taking each listener `swap` sends in place of the current one.
+pub async fn serve_admin_rebindable<R: Runtime>(
+    mut listener: AdminListener<R>,
+    shared: Shared<R>,
+    shutdown: impl Future<Output = ()>,
+    swap: Option<async_channel::Receiver<AdminListener<R>>>,
+) {
     let rt = shared.rt.clone();
-    let framing = listener.framing();
+    let mut framing = listener.framing();
     let tasks = Tasks::new();
     let mut shutdown = pin!(shutdown);
     // No permit before `accept`: a connection is admitted into the unauthenticated pool
     // (which closes its oldest member when full) and takes an authenticated permit only once
     // it logged in, so connections that never log in cannot hold administrators out.
     loop {
-        let accepted = race(&rt, shutdown.as_mut(), None, listener.listener.accept()).await;
-        let (socket, peer) = match accepted {
-            Raced::Io(Ok(x)) => x,
-            Raced::Io(Err(e)) => {
+        let accepted = accept_or_swap(listener.listener.accept(), swap.as_ref());
+        let (socket, peer) = match race(&rt, shutdown.as_mut(), None, accepted).await {
+            Raced::Io(Accepted::Conn(Ok(x))) => x,
+            Raced::Io(Accepted::Conn(Err(e))) => {
                 accept_failed(&rt, &e, "admin").await;
+                continue;
+            }
+            Raced::Io(Accepted::Swap(l)) => {
+                tracing::info!(
+                    old = ?listener.local_addr().ok(),
+                    new = ?l.local_addr().ok(),
+                    "admin listener replaced"
+                );
+                listener = l;
+                framing = listener.framing();
                 continue;
             }
             _ => break,

@@ -14,11 +14,15 @@ use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Type};
 use socks5d_core::guard::{Slot, ThrottleKey};
 use socks5d_core::logfmt;
-use socks5d_core::socks5::{self, Attempt, HandshakeLimits, Socks5Handshake};
-use socks5d_core::state::ConnKind;
+use socks5d_core::policy::{Egress, Hit, UserGuard, Verdict};
+use socks5d_core::proxy_protocol::{ProxyHeader, MAX_LEN as PROXY_MAX_LEN, V2_SIGNATURE};
+use socks5d_core::socks5::{self, Attempt, Command, HandshakeLimits, ReplyCode, Socks5Handshake};
+use socks5d_core::state::{ConnKind, Connection};
 
 use super::{closed, udp, Shared};
 use crate::io::{self as sio, LINGER};
+use crate::metrics::LimitKind;
+use crate::policy::{check_dest, filter_resolved};
 use crate::runtime::{race, Raced, Runtime, Socket};
 use crate::{listen, relay, unix_time, Tap};
 
@@ -73,6 +77,52 @@ pub async fn serve_socks_connection<R: Runtime>(
     peer: SocketAddr,
 ) -> io::Result<()> {
     let rt = &shared.rt;
+    let policy = &shared.policy;
+    let mut rbuf = BytesMut::new();
+    // A trusted load balancer's PROXY header names the real client: rules, limits and logs
+    // see that one. Required from those senders, believed from no one else.
+    let trusted = policy.proxy_trusted(peer.ip());
+    let peer = if trusted {
+        match read_proxy_header(shared, &client, peer, &mut rbuf).await? {
+            Some(real) => real,
+            None => return Ok(()),
+        }
+    } else {
+        peer
+    };
+    if let Some(v) = policy.check_client(peer.ip()) {
+        if !v.is_allowed() {
+            if let Some(m) = &shared.metrics {
+                m.rule_denied();
+            }
+            if log_now() {
+                tracing::info!(%peer, by = %v.by, "client refused by an access rule: closed");
+            }
+            return Ok(());
+        }
+    }
+    let _ip_guard = if policy.ip_limits() {
+        match policy.limits().try_acquire_ip(rt.now(), peer.ip()) {
+            Ok(g) => Some(g),
+            Err(hit) => {
+                refused_on_accept(shared, peer, hit);
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    let mut handshake_guard = if policy.handshake_limit() {
+        match policy.limits().try_acquire_handshake() {
+            Ok(g) => Some(g),
+            Err(hit) => {
+                refused_on_accept(shared, peer, hit);
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
     let conn = shared.state.open(ConnKind::Proxy, rt.now());
     let limits = HandshakeLimits {
         allow_bind: shared.options.allow_bind,
@@ -83,7 +133,18 @@ pub async fn serve_socks_connection<R: Runtime>(
     let mut hs = Socks5Handshake::new(accepted, limits);
     // The command being carried out, for the metrics (known once it asks for I/O).
     let mut command: Option<socks5::Command> = None;
-    let mut rbuf = BytesMut::new();
+    // The request's policy: checked at its first event; what it decided for the dials.
+    let mut checked = false;
+    let mut user_guard: Option<UserGuard> = None;
+    let mut request_rules = None;
+    let mut egress: Option<(Egress, Option<String>)> = None;
+    if !rbuf.is_empty() {
+        // The greeting came with the PROXY header.
+        conn.record_received(rt.now(), rbuf.len());
+        hs.handle_input(rt.now(), &mut rbuf, &conn);
+    }
+    // An untrusted sender's PROXY header is refused (the SOCKS5 parser does) and logged.
+    let mut first_read = !trusted;
     let mut p: Pending<'_, R> = Pending {
         resolving: None,
         dials: Vec::new(),
@@ -148,6 +209,33 @@ pub async fn serve_socks_connection<R: Runtime>(
         // Set when an event was answered at once (a `handle_*` call): its output goes first.
         let mut answered = false;
         while let Some(ev) = hs.poll_event() {
+            let asks_io = matches!(
+                ev,
+                socks5::Event::Resolve { .. }
+                    | socks5::Event::Dial { .. }
+                    | socks5::Event::Listen
+                    | socks5::Event::BindUdp
+            );
+            if asks_io && !checked {
+                checked = true;
+                command = hs.pending_request().map(|(c, _)| c);
+                request_rules = policy.dest_rules();
+                egress = policy.egress_for(conn.user().map(|u| &u[..]));
+                match check_request(
+                    shared,
+                    &hs,
+                    &conn,
+                    peer,
+                    request_rules.as_deref(),
+                    egress.as_ref(),
+                ) {
+                    Ok(g) => user_guard = g,
+                    Err(code) => {
+                        hs.refuse_pending(rt.now(), code);
+                        continue;
+                    }
+                }
+            }
             match ev {
                 socks5::Event::Verify {
                     user,
@@ -164,8 +252,21 @@ pub async fn serve_socks_connection<R: Runtime>(
                 socks5::Event::Dial { attempt, addr } => {
                     command = Some(socks5::Command::Connect);
                     tracing::debug!(%peer, %addr, ?attempt, "dialling");
-                    p.dials
-                        .push((attempt, Box::pin(sio::connect_tcp(rt, addr))));
+                    let dial: Dialing<'_, R::Socket> = match &egress {
+                        None => Box::pin(sio::connect_tcp(rt, addr)),
+                        Some((e, dev)) => match e.source_for(addr.ip()) {
+                            Ok(src) => {
+                                let dev = dev.clone();
+                                Box::pin(async move {
+                                    sio::connect_tcp_from(rt, addr, src, dev.as_deref()).await
+                                })
+                            }
+                            Err(_) => Box::pin(async {
+                                Err(io::Error::from(io::ErrorKind::NetworkUnreachable))
+                            }),
+                        },
+                    };
+                    p.dials.push((attempt, dial));
                 }
                 socks5::Event::CancelDial { attempt } => {
                     p.dials.retain(|(a, _)| *a != attempt);
@@ -231,6 +332,16 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
                 socks5::Event::Closed { reason } => {
                     tracing::debug!(%peer, ?reason, "SOCKS session closed");
+                    // A reply produced while the events were handled (a refusal by the
+                    // policy) goes out first.
+                    while let Some(b) = hs.poll_transmit() {
+                        match race(rt, closed(&conn), None, sio::write_all(&client, &b)).await {
+                            Raced::Io(Ok(())) => {}
+                            _ => return Ok(()),
+                        }
+                        conn.record_sent(rt.now(), b.len());
+                        replied = true;
+                    }
                     if replied {
                         sio::close_gracefully(rt, &client, rt.now() + LINGER, closed(&conn)).await;
                     }
@@ -245,6 +356,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                 return Ok(());
             };
             drop(p);
+            drop(handshake_guard.take());
             // The success reply was produced with this event: it goes out first.
             while let Some(b) = hs.poll_transmit() {
                 match race(rt, closed(&conn), None, sio::write_all(&client, &b)).await {
@@ -330,10 +442,27 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
                 n => {
                     conn.record_received(now, n);
+                    if std::mem::take(&mut first_read) && looks_like_proxy(&rbuf) {
+                        tracing::info!(%peer, "PROXY protocol header from an address not in proxy_protocol.trusted: refused");
+                    }
                     hs.handle_input(now, &mut rbuf, &conn);
                 }
             },
-            (now, Step::Resolved(r)) => hs.handle_resolved(now, r.map_err(|e| e.kind())),
+            (now, Step::Resolved(Ok(mut addrs))) => {
+                let denied = hs.pending_request().and_then(|(_, target)| {
+                    let user = conn.user().map(|u| &u[..]);
+                    let e = egress.as_ref().map(|(e, _)| e);
+                    filter_resolved(request_rules.as_deref(), e, user, target, &mut addrs)
+                });
+                match denied {
+                    Some(v) => {
+                        denied_by_rule(shared, &conn, peer, &hs, v);
+                        hs.refuse_pending(now, ReplyCode::NotAllowed);
+                    }
+                    None => hs.handle_resolved(now, Ok(addrs)),
+                }
+            }
+            (now, Step::Resolved(Err(e))) => hs.handle_resolved(now, Err(e.kind())),
             (now, Step::Verified(ok)) => {
                 hs.handle_verified(now, ok, &conn);
                 // A request pipelined after the login waited in the buffer.
@@ -363,6 +492,7 @@ pub async fn serve_socks_connection<R: Runtime>(
         }
     };
     drop(p);
+    drop(handshake_guard);
     let Some(target) = target else {
         tracing::error!(%peer, "SOCKS handshake established without a reply");
         return Ok(());
@@ -387,7 +517,21 @@ pub async fn serve_socks_connection<R: Runtime>(
     }
     let buf_size = shared.state.settings().buffer_size() as usize;
     let now = || rt.now();
-    let mut relay = pin!(relay::relay(&client, &dest, &tap, buf_size, &now));
+    let sleep = |t: std::time::Instant| -> Boxed<'static, ()> { Box::pin(rt.sleep_until(t)) };
+    let throttle = user_guard.as_ref().map(|g| relay::Throttle {
+        upload: g.upload(),
+        download: g.download(),
+        sleep: &sleep,
+        metrics: shared.metrics.as_deref(),
+    });
+    let mut relay = pin!(relay::relay_throttled(
+        &client,
+        &dest,
+        &tap,
+        buf_size,
+        &now,
+        throttle.as_ref()
+    ));
     let half_close = shared.options.half_close_timeout;
     loop {
         // Woken once per `half_close` of quiet to look for a half-closed relay gone silent.
@@ -433,4 +577,144 @@ fn bind_udp<S: Socket>(client: &S) -> io::Result<(UdpSocket, SocketAddr)> {
     u.set_nonblocking(true)?;
     let addr = u.local_addr()?;
     Ok((u, addr))
+}
+
+/// Checks the pending request against the policy: the access rules (the destination as sent;
+/// UDP ASSOCIATE by its command), the egress family of an address, the user's connection
+/// limit. Returns the user's guard (with a user limit configured), or the refusal's code.
+fn check_request<R: Runtime>(
+    shared: &Shared<R>,
+    hs: &Socks5Handshake,
+    conn: &Connection,
+    peer: SocketAddr,
+    rules: Option<&socks5d_core::policy::Rules>,
+    egress: Option<&(Egress, Option<String>)>,
+) -> Result<Option<UserGuard>, ReplyCode> {
+    let Some((command, target)) = hs.pending_request() else {
+        return Ok(None);
+    };
+    let user = conn.user().map(|u| &u[..]);
+    // A name that is an address literal is dialled as that address: checked as one.
+    let literal = match target {
+        socks5::TargetAddr::Ip(a) => Some(a.ip()),
+        socks5::TargetAddr::Domain(name, _) => std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| n.parse::<std::net::IpAddr>().ok()),
+    };
+    let verdict = match (command, rules) {
+        (Command::UdpAssociate, Some(r)) => r.check_command(user, command),
+        (Command::UdpAssociate, None) => allowed(),
+        _ => check_dest(rules, user, target, literal, command),
+    };
+    if !verdict.is_allowed() {
+        denied_by_rule(shared, conn, peer, hs, verdict);
+        return Err(ReplyCode::NotAllowed);
+    }
+    if let (Command::Connect, Some((e, _)), Some(ip)) = (command, egress, literal) {
+        e.source_for(ip)?;
+    }
+    let Some(user) = user.filter(|_| shared.policy.user_limits()) else {
+        return Ok(None);
+    };
+    match shared.policy.limits().try_acquire_user(user) {
+        Ok(g) => Ok(Some(g)),
+        Err(hit) => {
+            if let Some(m) = &shared.metrics {
+                m.limit_hit(LimitKind::UserConnections);
+            }
+            tracing::info!(%peer, user = %String::from_utf8_lossy(user), %hit, "request refused by a limit: 0x02");
+            Err(hit.reply_code())
+        }
+    }
+}
+
+fn allowed() -> Verdict {
+    Verdict {
+        action: socks5d_core::policy::Action::Allow,
+        by: socks5d_core::policy::DecidedBy::Default,
+    }
+}
+
+/// Logs and counts a request an access rule denied (its access-log line follows with the
+/// reply).
+fn denied_by_rule<R: Runtime>(
+    shared: &Shared<R>,
+    conn: &Connection,
+    peer: SocketAddr,
+    hs: &Socks5Handshake,
+    v: Verdict,
+) {
+    if let Some(m) = &shared.metrics {
+        m.rule_denied();
+    }
+    let user = conn.user().map(|u| String::from_utf8_lossy(u).into_owned());
+    let target = hs.pending_request().map(|(_, t)| t.to_string());
+    tracing::info!(%peer, user = user.as_deref().unwrap_or("-"), target = target.as_deref().unwrap_or("-"), by = %v.by, "request denied by an access rule: 0x02");
+}
+
+/// Logs (at most once a second) and counts a connection a limit refused on accept.
+fn refused_on_accept<R: Runtime>(shared: &Shared<R>, peer: SocketAddr, hit: Hit) {
+    if let Some(m) = &shared.metrics {
+        m.limit_hit(match hit {
+            Hit::IpConnections { .. } => LimitKind::ClientConnections,
+            Hit::IpRate { .. } => LimitKind::ClientRate,
+            Hit::Handshakes { .. } => LimitKind::Handshakes,
+            Hit::UserConnections { .. } => LimitKind::UserConnections,
+        });
+    }
+    if log_now() {
+        tracing::info!(%peer, %hit, "connection refused by a limit: closed");
+    }
+}
+
+/// Tells whether a refusal on accept may be logged now: at most one line a second, so a
+/// flood of refused connections does not become a flood of log lines.
+fn log_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let now = unix_time().as_secs();
+    LAST.swap(now, Ordering::Relaxed) != now
+}
+
+/// Tells whether the first bytes of a connection are a PROXY protocol header.
+fn looks_like_proxy(b: &[u8]) -> bool {
+    b.starts_with(b"PROXY ") || (b.len() >= 6 && V2_SIGNATURE.starts_with(&b[..6]))
+}
+
+/// Reads the PROXY protocol header a trusted sender must send first (within the handshake
+/// timeout); the bytes after it stay in `rbuf`. Returns the real client (the connection's
+/// own peer for a `LOCAL` or `UNKNOWN` header), or `None` when the connection is to be
+/// closed (no valid header: logged).
+async fn read_proxy_header<R: Runtime>(
+    shared: &Shared<R>,
+    client: &R::Socket,
+    peer: SocketAddr,
+    rbuf: &mut BytesMut,
+) -> io::Result<Option<SocketAddr>> {
+    let rt = &shared.rt;
+    let deadline = rt.now() + HandshakeLimits::default().handshake_timeout;
+    loop {
+        match ProxyHeader::decode(rbuf) {
+            Ok(Some(h)) => {
+                let real = h.source().unwrap_or(peer);
+                tracing::debug!(%peer, client = %real, "PROXY protocol header");
+                return Ok(Some(real));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "no valid PROXY protocol header from a trusted sender: closed");
+                return Ok(None);
+            }
+        }
+        let read = sio::read_buf(client, rbuf, PROXY_MAX_LEN);
+        match race(rt, std::future::pending::<()>(), Some(deadline), read).await {
+            Raced::Io(Ok(0)) => return Ok(None),
+            Raced::Io(Ok(_)) => {}
+            Raced::Io(Err(e)) => return Err(e),
+            Raced::Deadline | Raced::Close(()) => {
+                tracing::info!(%peer, "no PROXY protocol header from a trusted sender in time: closed");
+                return Ok(None);
+            }
+        }
+    }
 }

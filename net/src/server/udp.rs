@@ -16,6 +16,7 @@ use socks5d_core::udp::{Association, UdpEvent, UdpLimits};
 
 use super::{closed, Shared};
 use crate::io::{self as sio, read_with, write_with};
+use crate::policy::check_dest;
 use crate::runtime::{race, Raced, Runtime, Socket};
 
 /// Largest datagram read (a UDP payload is at most 65 507 bytes over IPv4, 65 527 over IPv6).
@@ -67,6 +68,24 @@ pub(super) async fn associate<R: Runtime>(
         while let Some(ev) = assoc.poll_event() {
             match ev {
                 UdpEvent::ToRemote { to, payload } => {
+                    // Each datagram's destination is checked as a request would be (the
+                    // rules in force now; a denied datagram is dropped: UDP has no reply).
+                    let rules = shared.policy.dest_rules();
+                    let user = conn.user().map(|u| &u[..]);
+                    let v = check_dest(
+                        rules.as_deref(),
+                        user,
+                        &TargetAddr::Ip(to),
+                        None,
+                        socks5::Command::UdpAssociate,
+                    );
+                    if !v.is_allowed() {
+                        if let Some(m) = &shared.metrics {
+                            m.rule_denied();
+                        }
+                        tracing::debug!(%peer, %to, by = %v.by, "UDP datagram denied by an access rule: dropped");
+                        continue;
+                    }
                     let sock = if to.is_ipv4() == primary_v4 {
                         Some(&primary)
                     } else {
@@ -83,6 +102,28 @@ pub(super) async fn associate<R: Runtime>(
                     send_to(&primary, &datagram, to, conn, rt.now()).await;
                 }
                 UdpEvent::Resolve { host, port } => {
+                    let rules = shared.policy.dest_rules();
+                    let user = conn.user().map(|u| &u[..]);
+                    let named = TargetAddr::Domain(host.clone(), port);
+                    let v = check_dest(
+                        rules.as_deref(),
+                        user,
+                        &named,
+                        None,
+                        socks5::Command::UdpAssociate,
+                    );
+                    if !v.is_allowed() {
+                        if let Some(m) = &shared.metrics {
+                            m.rule_denied();
+                        }
+                        tracing::debug!(%peer, %named, by = %v.by, "UDP destination denied by an access rule: not resolved");
+                        assoc.handle_resolved(
+                            rt.now(),
+                            &host,
+                            Err(io::ErrorKind::PermissionDenied),
+                        );
+                        continue;
+                    }
                     let name = String::from_utf8_lossy(&host).into_owned();
                     resolving.push((host, rt.resolve(name, port)));
                 }
