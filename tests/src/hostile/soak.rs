@@ -21,6 +21,10 @@
 //! ([`settle`]); descriptors and RSS measured then are the baseline. The soak proper runs the
 //! mix for [`Params::duration`], sampling descriptors and RSS every 500 ms (the peak), and
 //! settles again: the "after" figures.
+//!
+//! Run it (the test in `app/tests/hostile.rs`, `#[ignore]`d) against the release binary:
+//! `cargo test --release -p socks5d --test hostile soak -- --ignored --nocapture`;
+//! `SOCKS5D_SOAK_SECS=20` in front for a short check (default 600 s). Figures: BENCHMARKS.md.
 
 use std::fmt;
 use std::io::{self, Read, Write};
