@@ -7,12 +7,17 @@
 //!
 //! The tests run one at a time (they measure the server's CPU and descriptors, and the
 //! machine may have two cores).
+//!
+//! Scenario 7, the soak, is `#[ignore]`d (ten minutes by default): run it on demand against
+//! the release binary with
+//! `cargo test --release -p socks5d --test hostile soak -- --ignored --nocapture`, and
+//! `SOCKS5D_SOAK_SECS=20` in front for a short check that it works.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use socks5d_tests::hostile::{
-    blackhole, garbage, half_close, idle_flood, server, slowloris, transfers,
+    blackhole, garbage, half_close, idle_flood, server, slowloris, soak, transfers,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -312,6 +317,69 @@ fn garbage_on_both_ports_is_refused_briefly_and_the_server_carries_on() {
                 "an administrator is answered meanwhile".into(),
             ),
             (r.served_after, "a good client is served afterwards".into()),
+        ],
+    );
+}
+
+#[test]
+#[ignore = "the soak runs for minutes (SOCKS5D_SOAK_SECS, default 600): run it on demand"]
+fn soak_gives_back_descriptors_and_memory_after_minutes_of_mixed_load() {
+    let _serial = serial();
+    nofile();
+    let p = soak::Params::from_env();
+    println!(
+        "soak: {:?} of load after a {:?} warm-up; the baseline is taken after the warm-up settles",
+        p.duration, p.warmup
+    );
+    let r = soak::run(bin(), &p).expect("soak run");
+    let failed = r
+        .warmup_ops
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + r.ops.failed.load(std::sync::atomic::Ordering::Relaxed);
+    let kinds_done = [
+        &r.ops.handshakes,
+        &r.ops.refused,
+        &r.ops.relays,
+        &r.ops.pipelines,
+        &r.ops.users_added,
+        &r.ops.users_removed,
+    ]
+    .iter()
+    .all(|c| c.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    check(
+        &r,
+        &[
+            (r.server_alive, "the server is still running".into()),
+            (
+                failed == 0,
+                format!("every operation goes as the protocol requires: {failed} did not"),
+            ),
+            (
+                kinds_done,
+                "every kind of operation of the mix was done at least once".into(),
+            ),
+            (
+                r.fds_back(),
+                format!(
+                    "descriptors back to the baseline: {} after, {} at baseline",
+                    r.after.fds, r.baseline.fds
+                ),
+            ),
+            (
+                r.rss_ratio() <= 1.10,
+                format!(
+                    "RSS within 10 % of the baseline: {} KiB after, {} KiB at baseline",
+                    r.after.rss_kib, r.baseline.rss_kib
+                ),
+            ),
+            (
+                r.current_after == Some(0),
+                format!(
+                    "no SOCKS connection left open (admin says {:?})",
+                    r.current_after
+                ),
+            ),
         ],
     );
 }

@@ -14,6 +14,7 @@
 //! | [`half_close`] | relays where one side sends FIN and then goes silent (CLOSE-WAIT) |
 //! | [`transfers`] | concurrent transfers of random sizes with half-closes both ways; SHA-256 and the admin byte counters must match |
 //! | [`garbage`] | seeded random bytes on both ports |
+//! | [`soak`] | minutes of mixed well-behaved load (on demand, `#[ignore]`): descriptors and RSS must come back |
 //!
 //! Every run is bounded in connections and in time, talks only to 127.0.0.1, and stops by
 //! itself. Random choices come from a seed, so a failing run can be repeated.
@@ -30,6 +31,7 @@ pub mod half_close;
 pub mod idle_flood;
 pub mod server;
 pub mod slowloris;
+pub mod soak;
 pub mod stats;
 pub mod transfers;
 
