@@ -1,9 +1,12 @@
 //! Cold password verifications (argon2id: tens of milliseconds of CPU each) on threads of
-//! their own at the lowest scheduling priority (nice 19), so that a crowd of wrong passwords
-//! takes only the CPU that the connections already served do not want: a warm login or a
-//! relay is never queued behind an argon2 computation. How many run at once is bounded by
-//! [`crate::Shared::verify_slots`] (one per core by default); the threads are started at the
-//! first cold verification and end with the last handle on the server's shared state.
+//! their own at a low scheduling priority (nice 10: a weight of 110 against the 1 024 of the
+//! server's other threads), so that a crowd of wrong passwords takes little of the CPU that
+//! the connections already served want, and a warm login or a relay is not queued behind an
+//! argon2 computation; yet cold logins still progress (about a tenth of a busy core each)
+//! when the server is saturated, where nice 19 (a weight of 15) would all but stop them.
+//! How many run at once is bounded by [`crate::Shared::verify_slots`] (one per core by
+//! default); the threads are started at the first cold verification and end with the last
+//! handle on the server's shared state.
 
 use std::sync::OnceLock;
 
@@ -24,8 +27,8 @@ impl std::fmt::Debug for VerifyThreads {
     }
 }
 
-/// The nice value of the verification threads: the lowest priority of `SCHED_OTHER`.
-const NICE: i32 = 19;
+/// The nice value of the verification threads (see the module docs).
+const NICE: i32 = 10;
 
 impl VerifyThreads {
     /// Threads to start at the first verification (at least one).

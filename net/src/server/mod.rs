@@ -59,8 +59,8 @@ pub struct Shared<R: Runtime> {
     /// Prometheus metrics, when served (`--metrics`).
     pub metrics: Option<Arc<Metrics>>,
     /// Checks a password against a stored hash (a PHC string), for users stored hashed; run
-    /// on threads of their own at the lowest priority (nice 19: they take only the CPU that
-    /// the served connections leave), at most [`Shared::verify_slots`] at once. Without one, hashed
+    /// on threads of their own at a low priority (nice 10: they take little of the CPU that
+    /// the served connections want), at most [`Shared::verify_slots`] at once. Without one, hashed
     /// users cannot log in.
     pub verifier: Option<PasswordVerifier>,
     /// Cold password verifications running at once (argon2 costs milliseconds of CPU: a flood
@@ -266,6 +266,12 @@ impl<R: Runtime> Shared<R> {
             tracing::warn!("a user is stored hashed but this server has no password verifier");
             return false;
         };
+        // A warm password never waits: not for the lock below, which a cold verification of
+        // another name in the same shard may hold for as long as the verification threads
+        // are starved of CPU.
+        if self.state.is_warm(&user, password.expose(), &phc) {
+            return true;
+        }
         // One verification per user at a time: a crowd of first logins of one user waits for
         // the first, whose success warms the cache for the others.
         let shard = {
