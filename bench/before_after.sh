@@ -9,8 +9,12 @@
 #   (before, after, before, ...) so that the machine's noise falls on both; each row is one
 #   run, and the summary gives the median of the rounds and the ratios after/before and
 #   smol/tokio.
+# Environment: RUNTIMES (default "tokio smol async-std"), RELAY_BYTES per stream (default
+# 256M), STREAMS (default 4); HANDSHAKE_SECS 0 in the arguments skips the handshake runs
+# (their columns then read 0).
 set -euo pipefail
 before=$1 after=$2 secs=${3:-5} rounds=${4:-3}
+runtimes=${RUNTIMES:-tokio smol async-std} relay_bytes=${RELAY_BYTES:-256M} streams=${STREAMS:-4}
 cd "$(dirname "$0")/.."
 loadgen=target/release/socks5d-loadgen
 [ -x "$loadgen" ] || cargo build -q --release -p socks5d-bench
@@ -19,7 +23,7 @@ rows=$(mktemp)
 trap 'rm -f "$rows"' EXIT
 printf '%-6s %-8s %-10s %12s %14s %12s\n' round build runtime handshakes/s cpu_us/handshake relay_ratio
 for round in $(seq "$rounds"); do
-  for rt in tokio smol async-std; do
+  for rt in $runtimes; do
     for build in before after; do
       bin=$before; [ $build = after ] && bin=$after
       "$bin" --help | grep -q -- "$rt" || continue
@@ -29,10 +33,13 @@ for round in $(seq "$rounds"); do
         --runtime "$rt" -u bench:bench -a root:root >/dev/null 2>&1 &
       pid=$!
       sleep 0.5
-      hs=$(taskset -c 1 "$loadgen" handshake --proxy 127.0.0.1:$port --auth bench:bench \
-        --server-pid $pid --handshake-secs "$secs" --json)
+      hs='{"handshake":{"per_sec":0,"server_cpu_us_per_handshake":0}}'
+      if [ "$secs" != 0 ]; then
+        hs=$(taskset -c 1 "$loadgen" handshake --proxy 127.0.0.1:$port --auth bench:bench \
+          --server-pid $pid --handshake-secs "$secs" --json)
+      fi
       rl=$(taskset -c 1 "$loadgen" relay --proxy 127.0.0.1:$port --auth bench:bench \
-        --server-pid $pid --streams 4 --bytes 256M --json)
+        --server-pid $pid --streams "$streams" --bytes "$relay_bytes" --json)
       kill $pid; wait $pid 2>/dev/null || true
       rm -rf "$state"
       python3 - "$round" "$build" "$rt" "$hs" "$rl" <<'PY' | tee -a "$rows"
@@ -62,8 +69,9 @@ print("\nratios:")
 for rt in ("tokio", "smol", "async-std"):
     if ("before", rt) in med and ("after", rt) in med:
         b, a = med[("before", rt)], med[("after", rt)]
-        print(f"{rt:<10} after/before handshakes/s {a[0] / b[0]:.2f}, cpu/hs {a[1] / b[1]:.2f}, relay {a[2] / b[2]:.2f}")
+        hs = f"handshakes/s {a[0] / b[0]:.2f}, cpu/hs {a[1] / b[1]:.2f}, " if b[0] else ""
+        print(f"{rt:<10} after/before {hs}relay {a[2] / b[2]:.2f}")
 for build in ("before", "after"):
-    if (build, "tokio") in med and (build, "smol") in med:
+    if (build, "tokio") in med and (build, "smol") in med and med[(build, "tokio")][0]:
         print(f"{build:<8} smol/tokio handshakes/s {med[(build, 'smol')][0] / med[(build, 'tokio')][0]:.2f}")
 PY
