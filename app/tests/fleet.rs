@@ -13,7 +13,7 @@
 //! Instances `a`, `b` and `c` run on tokio, smol and async-std.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -37,13 +37,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use socks5d_tests::free_port;
 
 /// Instance `a` runs on tokio, `b` on smol, `c` on async-std: the fleet's client runs on a
 /// tokio thread of its own under each.

@@ -110,13 +110,7 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use socks5d_tests::free_port;
 
 /// Starts `socks5d --config FILE` (the file is `config`, after the ports and users this
 /// adds) with `extra` flags.

@@ -17,13 +17,7 @@ use socks5d_tests::hostile::server::{Launch, ServerProcess};
 /// The `--runtime` values the binary accepts.
 const RUNTIMES: &[&str] = &["tokio", "smol", "async-std"];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use socks5d_tests::free_port;
 
 /// Starts `socks5d --runtime runtime` (the shared launcher of the hostile suite: admin
 /// service over TCP, administrator `root:rootpw`, user `alice:secret`, stderr to a file);

@@ -755,13 +755,7 @@ impl Drop for Child {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use socks5d_tests::free_port;
 
 /// Starts the real `socks5d` with the admin protocol over `transport` (`tcp` or `sctp`) and
 /// waits until `socks5ctl` gets an answer from it. Panics if it never does (for SCTP: also

@@ -4,7 +4,7 @@
 //! password in the store file.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,13 +13,7 @@ use bytes::{Bytes, BytesMut};
 use socks5d_core::admin::msg::{AdminRequest, Modify, Query};
 use socks5d_core::state::MAX_USERS;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use socks5d_tests::free_port;
 
 struct Server {
     child: Child,

@@ -24,13 +24,7 @@ impl Drop for Child {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use socks5d_tests::free_port;
 
 /// The real server: SOCKS5 on `.1`, the admin protocol over TCP on `.2`, users admin
 /// (administrator) and bob.
