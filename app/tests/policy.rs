@@ -521,21 +521,7 @@ fn address_and_handshake_limits_close_on_accept() {
     s.err.wait_for(&["handshakes already in progress"]);
 }
 
-/// A destination that sends as fast as it can until its client goes.
-fn firehose() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            thread::spawn(move || {
-                let mut s = s;
-                let chunk = vec![0x5au8; 64 * 1024];
-                while s.write_all(&chunk).is_ok() {}
-            });
-        }
-    });
-    addr
-}
+use socks5d_tests::peers::firehose;
 
 #[test]
 fn bandwidth_limit_holds_within_ten_percent() {

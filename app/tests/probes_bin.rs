@@ -6,7 +6,7 @@
 //! The in-process probes are in `tests/tests/probes.rs`.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Mutex;
 use std::thread;
@@ -167,23 +167,7 @@ fn access_log_on_an_unread_pipe(runtime: &str) {
 
 // ------------------------------------------------------------------ 5. descriptor budget
 
-/// Starts a destination on 127.0.0.1 that sends zeros as fast as it can to every client
-/// until the connection fails. Returns its port.
-fn fast_source() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            thread::spawn(move || {
-                let mut s = s;
-                let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
-                let chunk = vec![0u8; 64 * 1024];
-                while s.write_all(&chunk).is_ok() {}
-            });
-        }
-    });
-    port
-}
+use socks5d_tests::peers::firehose;
 
 /// Descriptor limit of the server in the budget probe.
 const NOFILE: u64 = 200;
@@ -196,7 +180,7 @@ const HELD: usize = 66;
 /// as fast as it can, and never read what it sends. Every one must get a `00` reply (not
 /// `01` general failure, not silence), and the server must not fall into accept failures.
 fn descriptor_budget_holds_below_the_limit(runtime: &str) {
-    let source = fast_source();
+    let source = firehose().port();
     let mut server = start(runtime, Some(NOFILE), false);
     let mut held = Vec::new();
     let mut failure = None;

@@ -41,6 +41,21 @@ fn spawn_acceptor(l: TcpListener, serve: fn(TcpStream)) -> SocketAddr {
     addr
 }
 
+/// Starts a destination on 127.0.0.1 that sends 64 KiB chunks as fast as it can to every
+/// client until the connection fails (or a write blocks for 60 s). Returns its address.
+///
+/// # Panics
+///
+/// If it cannot bind.
+pub fn firehose() -> SocketAddr {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind firehose");
+    spawn_acceptor(l, |mut s| {
+        let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
+        let chunk = vec![0x5au8; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+    })
+}
+
 /// What the echo server sends after its client's end of stream, before closing: proves the
 /// reverse direction still flows after a half-close.
 pub const ECHO_TRAILER: &[u8] = b"<eof seen>";

@@ -3,7 +3,7 @@
 //! to the next connection and to the bandwidth of a live relay.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::thread;
@@ -28,21 +28,7 @@ fn deny_port(port: u16) -> Rules {
     )
 }
 
-/// A destination that sends as fast as it can until its client goes.
-fn firehose() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            thread::spawn(move || {
-                let mut s = s;
-                let chunk = vec![0xa5u8; 16 * 1024];
-                while s.write_all(&chunk).is_ok() {}
-            });
-        }
-    });
-    addr
-}
+use socks5d_tests::peers::firehose;
 
 /// Reads from `s` for `d`; returns the bytes read.
 fn read_for(s: &mut std::net::TcpStream, d: Duration) -> u64 {
