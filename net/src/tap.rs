@@ -29,7 +29,8 @@ pub fn unix_time() -> Duration {
 pub struct Tap<'a> {
     conn: &'a Connection,
     target: TargetAddr,
-    sniffer: Mutex<Option<Sniffer>>,
+    /// Boxed: freed when the sniffer gives up, so a relay past that point holds none of it.
+    sniffer: Mutex<Option<Box<Sniffer>>>,
     /// Set once the sniffer gave up (and was dropped): no byte is of interest any more.
     sniffer_done: AtomicBool,
     /// Bytes moved while sniffing was off: the sniffer must start over before it sees more.
@@ -56,7 +57,7 @@ impl<'a> Tap<'a> {
         Self {
             conn,
             target,
-            sniffer: Mutex::new(Some(sniffer)),
+            sniffer: Mutex::new(Some(Box::new(sniffer))),
             sniffer_done: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             log,
@@ -168,7 +169,7 @@ impl<'a> Tap<'a> {
         if self.stale.swap(false, Ordering::AcqRel) && slot.is_some() {
             // Start over: a fresh sniffer detects the protocol again from the next bytes
             // (a request line at a keep-alive boundary), or gives up on what it cannot place.
-            *slot = Some(Sniffer::new(self.target.port()));
+            *slot = Some(Box::new(Sniffer::new(self.target.port())));
         }
         let Some(sniffer) = slot.as_mut() else { return };
         feed(sniffer, data);

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Type};
 use socks5d_core::guard::{Slot, ThrottleKey};
 use socks5d_core::logfmt;
-use socks5d_core::policy::{Egress, Hit, UserGuard, Verdict};
+use socks5d_core::policy::{Egress, Hit, IpGuard, UserGuard, Verdict};
 use socks5d_core::proxy_protocol::{ProxyHeader, MAX_LEN as PROXY_MAX_LEN, V2_SIGNATURE};
 use socks5d_core::socks5::{self, Attempt, Command, HandshakeLimits, ReplyCode, Socks5Handshake};
 use socks5d_core::state::{ConnKind, Connection};
@@ -68,6 +68,10 @@ impl<R: Runtime> Pending<'_, R> {
 
 /// Serves one SOCKS5 client connection to the end: handshake, then relay (CONNECT, BIND).
 ///
+/// The handshake's state (the core's session, the read buffer, the pending operations) lives
+/// in a box of its own that is freed when the relay starts, so that an idle relayed
+/// connection holds only the relay's state (issue 16: memory per idle connection).
+///
 /// # Errors
 ///
 /// I/O errors on the client socket; protocol failures are not errors (the core answers them).
@@ -76,6 +80,39 @@ pub async fn serve_socks_connection<R: Runtime>(
     client: R::Socket,
     peer: SocketAddr,
 ) -> io::Result<()> {
+    let established = Box::pin(handshake(shared, &client, peer)).await?;
+    let Some(established) = established else {
+        return Ok(());
+    };
+    relay_established(shared, &client, established).await
+}
+
+/// What a successful CONNECT or BIND handshake hands to the relay.
+struct Established<S> {
+    /// The client's address (the one a trusted PROXY header named).
+    peer: SocketAddr,
+    conn: Connection,
+    dest: S,
+    target: socks5::TargetAddr,
+    /// Client bytes read with the handshake that belong to the destination: what the core
+    /// gave back, then anything it left unconsumed in the read buffer (a copy: the buffer
+    /// itself is freed with the handshake).
+    leftover: Bytes,
+    /// The client already sent its end of stream.
+    client_eof: bool,
+    /// The user's limits (connections, bandwidth) held for the connection's life.
+    user_guard: Option<UserGuard>,
+    /// The client address's share of the per-address limit, held likewise.
+    _ip_guard: Option<IpGuard>,
+}
+
+/// The handshake: everything up to the relay. `None` when the connection ended here
+/// (refused, failed, closed, or a UDP association that ran to its end).
+async fn handshake<R: Runtime>(
+    shared: &Shared<R>,
+    client: &R::Socket,
+    peer: SocketAddr,
+) -> io::Result<Option<Box<Established<R::Socket>>>> {
     let rt = &shared.rt;
     let policy = &shared.policy;
     let mut rbuf = BytesMut::new();
@@ -83,9 +120,9 @@ pub async fn serve_socks_connection<R: Runtime>(
     // see that one. Required from those senders, believed from no one else.
     let trusted = policy.proxy_trusted(peer.ip());
     let peer = if trusted {
-        match read_proxy_header(shared, &client, peer, &mut rbuf).await? {
+        match read_proxy_header(shared, client, peer, &mut rbuf).await? {
             Some(real) => real,
-            None => return Ok(()),
+            None => return Ok(None),
         }
     } else {
         peer
@@ -98,15 +135,15 @@ pub async fn serve_socks_connection<R: Runtime>(
             if log_now() {
                 tracing::info!(%peer, by = %v.by, "client refused by an access rule: closed");
             }
-            return Ok(());
+            return Ok(None);
         }
     }
-    let _ip_guard = if policy.ip_limits() {
+    let ip_guard = if policy.ip_limits() {
         match policy.limits().try_acquire_ip(rt.now(), peer.ip()) {
             Ok(g) => Some(g),
             Err(hit) => {
                 refused_on_accept(shared, peer, hit);
-                return Ok(());
+                return Ok(None);
             }
         }
     } else {
@@ -117,7 +154,7 @@ pub async fn serve_socks_connection<R: Runtime>(
             Ok(g) => Some(g),
             Err(hit) => {
                 refused_on_accept(shared, peer, hit);
-                return Ok(());
+                return Ok(None);
             }
         }
     } else {
@@ -168,7 +205,7 @@ pub async fn serve_socks_connection<R: Runtime>(
             {
                 Slot::Refused(_) => {
                     tracing::debug!(%peer, "SOCKS login refused by the back-off: closing");
-                    return Ok(());
+                    return Ok(None);
                 }
                 Slot::Now => None,
                 Slot::At(t) => Some(t),
@@ -184,7 +221,7 @@ pub async fn serve_socks_connection<R: Runtime>(
             if let Some(t) = at {
                 let pending = std::future::pending::<()>();
                 if let Raced::Close(_) = race(rt, closed(&conn), Some(t), pending).await {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -193,13 +230,13 @@ pub async fn serve_socks_connection<R: Runtime>(
                 rt,
                 closed(&conn),
                 hs.poll_timeout(),
-                sio::write_all(&client, &b),
+                sio::write_all(client, &b),
             )
             .await
             {
                 Raced::Io(r) => r?,
                 // A client that does not read a reply of a few bytes: nothing to save.
-                Raced::Close(_) | Raced::Deadline => return Ok(()),
+                Raced::Close(_) | Raced::Deadline => return Ok(None),
             }
             conn.record_sent(rt.now(), b.len());
             replied = true;
@@ -274,7 +311,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
                 socks5::Event::Listen => {
                     command = Some(socks5::Command::Bind);
-                    let r = bind_listener(rt, &client).map(|(l, addr)| {
+                    let r = bind_listener(rt, client).map(|(l, addr)| {
                         p.listener = Some(l);
                         addr
                     });
@@ -283,7 +320,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                 }
                 socks5::Event::BindUdp => {
                     command = Some(socks5::Command::UdpAssociate);
-                    let r = bind_udp(&client).map(|(u, mut addr)| {
+                    let r = bind_udp(client).map(|(u, mut addr)| {
                         p.udp = Some(u);
                         if let Some(ip) = shared.options.udp_advertise {
                             addr.set_ip(ip);
@@ -335,17 +372,17 @@ pub async fn serve_socks_connection<R: Runtime>(
                     // A reply produced while the events were handled (a refusal by the
                     // policy) goes out first.
                     while let Some(b) = hs.poll_transmit() {
-                        match race(rt, closed(&conn), None, sio::write_all(&client, &b)).await {
+                        match race(rt, closed(&conn), None, sio::write_all(client, &b)).await {
                             Raced::Io(Ok(())) => {}
-                            _ => return Ok(()),
+                            _ => return Ok(None),
                         }
                         conn.record_sent(rt.now(), b.len());
                         replied = true;
                     }
                     if replied {
-                        sio::close_gracefully(rt, &client, rt.now() + LINGER, closed(&conn)).await;
+                        sio::close_gracefully(rt, client, rt.now() + LINGER, closed(&conn)).await;
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 _ => {}
             }
@@ -353,25 +390,27 @@ pub async fn serve_socks_connection<R: Runtime>(
         if let Some(expected) = associated {
             let Some(relay) = p.udp.take() else {
                 tracing::error!(%peer, "UDP association without a relay socket");
-                return Ok(());
+                return Ok(None);
             };
             drop(p);
             drop(handshake_guard.take());
             // The success reply was produced with this event: it goes out first.
             while let Some(b) = hs.poll_transmit() {
-                match race(rt, closed(&conn), None, sio::write_all(&client, &b)).await {
+                match race(rt, closed(&conn), None, sio::write_all(client, &b)).await {
                     Raced::Io(r) => r?,
-                    _ => return Ok(()),
+                    _ => return Ok(None),
                 }
                 conn.record_sent(rt.now(), b.len());
             }
-            return udp::associate(shared, &mut hs, &conn, &client, peer, relay, expected).await;
+            return udp::associate(shared, &mut hs, &conn, client, peer, relay, expected)
+                .await
+                .map(|()| None);
         }
         if let Some((leftover, dest)) = established {
             let Some(dest) = dest else {
                 // The core named a socket the driver never had: a core bug, not peer input.
                 tracing::error!(%peer, "SOCKS handshake established without a destination");
-                return Ok(());
+                return Ok(None);
             };
             break 'handshake (leftover, dest);
         }
@@ -385,7 +424,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                 if idle {
                     std::future::pending().await
                 } else {
-                    sio::read_buf(&client, &mut rbuf, HANDSHAKE_READ).await
+                    sio::read_buf(client, &mut rbuf, HANDSHAKE_READ).await
                 }
             });
             let listener = p.listener.as_ref();
@@ -495,38 +534,66 @@ pub async fn serve_socks_connection<R: Runtime>(
     drop(handshake_guard);
     let Some(target) = target else {
         tracing::error!(%peer, "SOCKS handshake established without a reply");
-        return Ok(());
+        return Ok(None);
     };
+    let leftover = if rbuf.is_empty() {
+        leftover
+    } else {
+        let mut all = BytesMut::with_capacity(leftover.len() + rbuf.len());
+        all.extend_from_slice(&leftover);
+        all.extend_from_slice(&rbuf);
+        all.freeze()
+    };
+    Ok(Some(Box::new(Established {
+        peer,
+        conn,
+        dest,
+        target,
+        leftover,
+        client_eof,
+        user_guard,
+        _ip_guard: ip_guard,
+    })))
+}
+
+/// Relays an established CONNECT or BIND to its end.
+async fn relay_established<R: Runtime>(
+    shared: &Shared<R>,
+    client: &R::Socket,
+    mut e: Box<Established<R::Socket>>,
+) -> io::Result<()> {
+    // Boxed, and its fields used in place: an async fn's argument is stored twice in its
+    // future (the argument and its binding), and moved-out fields would be stored again.
+    let rt = &shared.rt;
+    let (peer, conn, dest) = (e.peer, &e.conn, &e.dest);
+    let target = std::mem::replace(&mut e.target, socks5::TargetAddr::Ip(peer));
     let tap =
-        Tap::new(rt.now(), &conn, target, shared.log.clone()).with_metrics(shared.metrics.clone());
-    // Client bytes read with the handshake belong to the destination: what the core gave
-    // back, then anything it left unconsumed in the buffer.
-    for chunk in [&leftover[..], &rbuf[..]] {
-        if chunk.is_empty() {
-            continue;
-        }
-        tap.client_leftover(chunk);
-        match race(rt, closed(&conn), None, sio::write_all(&dest, chunk)).await {
+        Tap::new(rt.now(), conn, target, shared.log.clone()).with_metrics(shared.metrics.clone());
+    let leftover = std::mem::take(&mut e.leftover);
+    if !leftover.is_empty() {
+        tap.client_leftover(&leftover);
+        match race(rt, closed(conn), None, sio::write_all(dest, &leftover)).await {
             Raced::Io(r) => r?,
             _ => return Ok(()),
         }
-        tap.wrote_to(rt.now(), chunk.len(), false);
+        tap.wrote_to(rt.now(), leftover.len(), false);
     }
-    if client_eof {
+    drop(leftover);
+    if e.client_eof {
         let _ = dest.get().shutdown(std::net::Shutdown::Write);
     }
     let buf_size = shared.state.settings().buffer_size() as usize;
     let now = || rt.now();
     let sleep = |t: std::time::Instant| -> Boxed<'static, ()> { Box::pin(rt.sleep_until(t)) };
-    let throttle = user_guard.as_ref().map(|g| relay::Throttle {
+    let throttle = e.user_guard.as_ref().map(|g| relay::Throttle {
         upload: g.upload(),
         download: g.download(),
         sleep: &sleep,
         metrics: shared.metrics.as_deref(),
     });
     let mut relay = pin!(relay::relay_throttled(
-        &client,
-        &dest,
+        client,
+        dest,
         &tap,
         buf_size,
         &now,
@@ -536,10 +603,9 @@ pub async fn serve_socks_connection<R: Runtime>(
     loop {
         // Woken once per `half_close` of quiet to look for a half-closed relay gone silent.
         let check = tap.last_active() + half_close;
-        match race(rt, closed(&conn), Some(check), relay.as_mut()).await {
+        match race(rt, closed(conn), Some(check), relay.as_mut()).await {
             Raced::Io(r) => return r,
             Raced::Close(cause) => {
-                hs.handle_close_request(rt.now(), cause);
                 tracing::debug!(%peer, ?cause, "closing relayed connection");
                 return Ok(());
             }
