@@ -47,8 +47,10 @@ pub async fn write_with<S: Socket, T>(
     }
 }
 
-/// Reads once (up to `max` bytes) and appends to `buf`; `Ok(0)` is end of stream.
-/// Cancel-safe: `buf` only ever grows by bytes read (the only await is the readiness wait).
+/// Reads once (up to `max` bytes) from a stream socket and appends to `buf`; `Ok(0)` is end
+/// of stream. Cancel-safe: `buf` only ever grows by bytes read (the only await is the
+/// readiness wait). A short read tells the runtime that the socket is drained (see
+/// [`crate::relay`]), so the next call waits for an event without a failing read first.
 ///
 /// # Errors
 ///
@@ -57,12 +59,15 @@ pub async fn read_buf<S: Socket>(s: &S, buf: &mut BytesMut, max: usize) -> io::R
     loop {
         let start = buf.len();
         buf.resize(start + max, 0);
+        let mut got = 0;
         let r = s.try_read_io(|sock| {
             let mut sock: &socket2::Socket = sock;
-            sock.read(&mut buf[start..])
+            got = sock.read(&mut buf[start..])?;
+            crate::relay::short_is_drained(got, max)
         });
-        buf.truncate(start + *r.as_ref().unwrap_or(&0));
+        buf.truncate(start + got);
         match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => return Ok(got),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.readable().await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => return r,

@@ -5,10 +5,17 @@
 //! - both directions run at once on shared references (no split halves, no lock);
 //! - a direction waits for its source to be readable *before* taking a buffer, and gives the
 //!   buffer back as soon as a read would block, so an idle connection holds no relay buffer;
-//! - while the credential sniffer wants the bytes ([`Tap::sniffing`]) they are copied through
-//!   a buffer of `buf_size` bytes; once it is done or sniffing is off, on Linux they are
-//!   moved with `splice(2)` through a pipe (see [`crate::splice`]), held only while data is in
-//!   flight. A direction goes back to copying as soon as sniffing is wanted again.
+//! - bytes are copied through a buffer of `buf_size` bytes; on Linux, once the sniffer is done
+//!   (or sniffing is off) and a direction has read [`SPLICE_AFTER`] full buffers in a row
+//!   (bulk), they are moved with `splice(2)` through a pipe instead (see [`crate::splice`]),
+//!   held only while data is in flight. A direction goes back to copying when a splice burst
+//!   drains its source after less than a buffer (request/response traffic: a copy costs a
+//!   read and a write, a splice burst two splices and the `EAGAIN` that ends it) and as soon
+//!   as sniffing is wanted again;
+//! - a read that returns less than the room it was given has emptied the socket (a stream
+//!   socket returns what it holds): the burst ends there, and it is reported to the runtime
+//!   as `WouldBlock`, so that a runtime that caches readiness (tokio) forgets it and the next
+//!   read waits for an event instead of failing with `EAGAIN` first;
 //! - one side's end of stream shuts down the other side's sending half while the opposite
 //!   direction keeps flowing (TCP half-close); an error in either direction ends both;
 //! - a burst of reads and writes gives the runtime a turn ([`yield_now`]) after
@@ -60,6 +67,11 @@ impl std::fmt::Debug for Throttle<'_> {
     }
 }
 
+/// Full buffers read in a row (copying) after which a direction splices: bulk transfer.
+/// Chosen by measurement (BENCHMARKS.md, issue 16: request/response with 1, 16 and 256 KiB
+/// responses and 1 GiB transfers, against always splicing).
+pub const SPLICE_AFTER: u32 = 4;
+
 /// A burst gives the runtime a turn after this many reads...
 pub const BURST_READS: usize = 64;
 /// ... or after moving this many bytes, whichever comes first.
@@ -108,6 +120,8 @@ enum Direction {
 enum Burst {
     /// The source would block: wait for it again.
     Drained,
+    /// A splice burst drained its source after less than one buffer: copy again.
+    Quiet,
     /// The source reached its end of stream.
     Eof,
     /// The path should change: the sniffer started or stopped wanting the bytes.
@@ -197,22 +211,36 @@ async fn one_way<T: Socket>(way: &Way<'_, T>) -> io::Result<()> {
     // `way`'s fields are read in place, not bound to locals that the future would store.
     // After a failed pipe creation (descriptors short), copy until the next idle period.
     let mut no_pipe = false;
+    // Reads came in full buffers (see `SPLICE_AFTER`): splice.
+    let mut bulk = false;
     loop {
         way.src.readable().await?;
         // Each burst's state is boxed for the burst's life: the future of an idle direction
         // is then its readiness wait alone, not the largest burst's state (issue 16: memory
         // per idle connection; one allocation per wake-up, next to at least two syscalls).
+        let splicing = cfg!(target_os = "linux")
+            && bulk
+            && !no_pipe
+            && !way.tap.sniffing()
+            && way.grants.is_none();
         let burst = if way.grants.is_some() {
             Box::pin(way.copy_burst(false, way.grants)).await?
-        } else if cfg!(target_os = "linux") && !no_pipe && !way.tap.sniffing() {
+        } else if splicing {
             let to_client = way.dir == Direction::ServerToClient;
-            Box::pin(splice_burst(way.src, way.dst, way.tap, way.now, to_client)).await?
+            let quiet = way.buf_size.max(1);
+            Box::pin(splice_burst(
+                way.src, way.dst, way.tap, way.now, to_client, quiet,
+            ))
+            .await?
         } else {
             Box::pin(way.copy_burst(!no_pipe, None)).await?
         };
         no_pipe = matches!(burst, Burst::NoPipe);
         match burst {
-            Burst::Drained | Burst::Switch | Burst::NoPipe => {}
+            // Copying saw bulk: splice; splicing saw the sniffer want the bytes: copy.
+            Burst::Switch => bulk = !splicing,
+            Burst::Quiet | Burst::NoPipe => bulk = false,
+            Burst::Drained => {}
             Burst::Yield => yield_now().await,
             Burst::Eof => {
                 // Half-close: pass the end of stream on; the other direction is not
@@ -253,17 +281,21 @@ async fn copy_burst<T: Socket>(
     grants: Grants<'_>,
 ) -> io::Result<Burst> {
     let mut buf = vec![0u8; buf_size];
-    let (mut reads, mut moved) = (0, 0);
+    let (mut reads, mut moved, mut full) = (0, 0, 0);
     loop {
         if reads >= BURST_READS || moved >= BURST_BYTES {
             return Ok(Burst::Yield);
         }
-        let n = match src.try_read_io(|s| {
+        let mut got = 0;
+        let r = src.try_read_io(|s| {
             let mut s: &socket2::Socket = s;
-            s.read(&mut buf)
-        }) {
+            got = s.read(&mut buf)?;
+            short_is_drained(got, buf.len())
+        });
+        let (n, drained) = match r {
             Ok(0) => return Ok(Burst::Eof),
-            Ok(n) => n,
+            Ok(n) => (n, false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => (got, true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -298,7 +330,12 @@ async fn copy_burst<T: Socket>(
                 return Ok(Burst::Yield);
             }
         }
-        if may_splice && cfg!(target_os = "linux") && !tap.sniffing() {
+        if drained {
+            return Ok(Burst::Drained);
+        }
+        // Here the read filled the buffer.
+        full += 1;
+        if may_splice && full >= SPLICE_AFTER && cfg!(target_os = "linux") && !tap.sniffing() {
             return Ok(Burst::Switch);
         }
     }
@@ -338,6 +375,7 @@ async fn splice_burst<T: Socket>(
     tap: &Tap<'_>,
     now: &(dyn Fn() -> Instant + Sync),
     to_client: bool,
+    quiet: usize,
 ) -> io::Result<Burst> {
     use crate::splice::Pipe;
     let Some(permit) = PipePermit::take() else {
@@ -360,6 +398,7 @@ async fn splice_burst<T: Socket>(
         let n = match src.try_read_io(|_| pipe.fill(from, usize::MAX >> 1)) {
             Ok(0) => break Burst::Eof,
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && moved < quiet => break Burst::Quiet,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Burst::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -390,6 +429,20 @@ async fn splice_burst<T: Socket>(
     _tap: &Tap<'_>,
     _now: &(dyn Fn() -> Instant + Sync),
     _to_client: bool,
+    _quiet: usize,
 ) -> io::Result<Burst> {
     Ok(Burst::NoPipe)
+}
+
+/// The result to give a runtime's `try_read_io` for a read of `n` bytes into `room`: a short
+/// read emptied the stream socket, so it is reported as `WouldBlock` (the caller keeps the
+/// `n` bytes it read) and a runtime that caches readiness forgets it; the next read then
+/// waits for an event instead of failing with `EAGAIN` first. A full read or the end of
+/// stream (0) is `Ok(n)`.
+pub(crate) fn short_is_drained(n: usize, room: usize) -> io::Result<usize> {
+    if n > 0 && n < room {
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(n)
+    }
 }
