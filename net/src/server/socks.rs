@@ -247,7 +247,7 @@ pub async fn serve_socks_connection<R: Runtime>(
                 socks5::Event::Resolve { host, port } => {
                     // The core asks only for UTF-8 names.
                     let host = String::from_utf8_lossy(&host).into_owned();
-                    p.resolving = Some(rt.resolve(host, port));
+                    p.resolving = Some(shared.resolve(host, port));
                 }
                 socks5::Event::Dial { attempt, addr } => {
                     command = Some(socks5::Command::Connect);
