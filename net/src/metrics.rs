@@ -97,7 +97,8 @@ impl Direction {
 pub enum DnsLookup {
     /// A fresh answer in the cache (`hit`).
     Hit,
-    /// A fresh failure in the cache: answered as a failure without asking (`negative_hit`).
+    /// A fresh failure (or answer with no address) in the cache: answered as a failure
+    /// without asking (`negative_hit`).
     NegativeHit,
     /// Not in the cache, or the cache is off: the resolver was asked (`miss`).
     Miss,

@@ -306,7 +306,7 @@ impl<R: Runtime> Shared<R> {
             return self.rt.resolve(host, port);
         };
         let now = self.rt.now();
-        let cached = match cache
+        let cached: Option<Result<Vec<SocketAddr>, io::ErrorKind>> = match cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .lookup(now, host.as_bytes())
@@ -320,7 +320,12 @@ impl<R: Runtime> Shared<R> {
         };
         match cached {
             Some(Ok(addrs)) => {
-                self.count_lookup(DnsLookup::Hit);
+                // An answer with no address was kept as a failure is (for the negative TTL).
+                self.count_lookup(if addrs.is_empty() {
+                    DnsLookup::NegativeHit
+                } else {
+                    DnsLookup::Hit
+                });
                 Box::pin(std::future::ready(Ok(addrs)))
             }
             Some(Err(kind)) => {
