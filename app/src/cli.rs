@@ -218,6 +218,12 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub(crate) udp_advertise: Option<std::net::IpAddr>,
 
+    /// Seconds (0 to 86400) a resolved destination name is kept, so that requests for it do
+    /// not ask the system resolver again; a failed lookup is kept for at most 5 s. 0 turns
+    /// the cache off.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub(crate) dns_cache_ttl: u64,
+
     /// Serves Prometheus metrics over HTTP at ADDR:PORT (`GET /metrics`). Off by default; no
     /// authentication, so keep it on loopback or a management network.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -334,6 +340,21 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["socks5d", "--user-store-resync", "5"]).is_err());
         assert!(Cli::try_parse_from(["socks5d", "--in-memory", "--user-store", url]).is_err());
+    }
+
+    #[test]
+    fn dns_cache_ttl() {
+        assert_eq!(Cli::try_parse_from(["socks5d"]).unwrap().dns_cache_ttl, 30);
+        for (arg, want) in [("0", 0), ("86400", 86_400)] {
+            let c = Cli::try_parse_from(["socks5d", "--dns-cache-ttl", arg]).unwrap();
+            assert_eq!(c.dns_cache_ttl, want);
+        }
+        for bad in ["86401", "-1", "30s"] {
+            assert!(
+                Cli::try_parse_from(["socks5d", "--dns-cache-ttl", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -230,6 +230,9 @@ pub(crate) struct FileConfig {
     pub(crate) metrics: Option<SocketAddr>,
     /// `--udp-advertise`.
     pub(crate) udp_advertise: Option<IpAddr>,
+    /// `--dns-cache-ttl`: seconds a resolved name is kept (0 to 86400; 0: off).
+    #[serde(default, deserialize_with = "dns_cache_ttl")]
+    pub(crate) dns_cache_ttl: Option<u64>,
     /// `--state-dir`.
     pub(crate) state_dir: Option<PathBuf>,
     /// `--in-memory`.
@@ -484,6 +487,7 @@ impl FileConfig {
             runtime,
             metrics,
             udp_advertise,
+            dns_cache_ttl,
             state_dir,
             in_memory,
             allow_anonymous,
@@ -559,6 +563,9 @@ pub(crate) fn merge(cli: &mut Cli, matches: &ArgMatches, file: &FileConfig) {
     );
     if let (true, Some(v)) = (from_file("user_store_resync"), file.user_store_resync) {
         cli.user_store_resync = v;
+    }
+    if let (true, Some(v)) = (from_file("dns_cache_ttl"), file.dns_cache_ttl) {
+        cli.dns_cache_ttl = v;
     }
     if from_file("log_level") && file.log_level.is_some() {
         cli.log_level.clone_from(&file.log_level);
@@ -894,6 +901,16 @@ fn resync_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     }
 }
 
+/// `dns_cache_ttl`: 0 to 86400 seconds, as `--dns-cache-ttl`.
+fn dns_cache_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n <= 86_400 {
+        Ok(Some(n))
+    } else {
+        Err(de::Error::custom(format!("{n} is not in 0..=86400")))
+    }
+}
+
 /// A value of one of the command line's enumerations, spelled as on the command line.
 fn value_enum<'de, D: Deserializer<'de>, T: ValueEnum>(d: D) -> Result<Option<T>, D::Error> {
     let s = String::deserialize(d)?;
@@ -1137,6 +1154,8 @@ mod tests {
             ("[users.alice]\npassword = \"\"\n", "test.toml:2: key `users.alice.password`: invalid password"),
             ("[proxy_protocol]\ntrusted = [\"10.0.0.0/8\", \"x\"]\n", "test.toml:2: key `proxy_protocol.trusted[1]`: \"x\": not an IP address"),
             ("metrics = \"localhost:9090\"\n", "test.toml:1: key `metrics`: invalid socket address syntax"),
+            ("dns_cache_ttl = 86401\n", "test.toml:1: key `dns_cache_ttl`: 86401 is not in 0..=86400"),
+            ("dns_cache_ttl = -1\n", "test.toml:1: key `dns_cache_ttl`: invalid value"),
             ("port = 1\nport = 2\n", "test.toml:2: duplicate key"),
             ("port = \n", "test.toml:1: "),
         ] {

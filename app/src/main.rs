@@ -169,6 +169,7 @@ fn main() -> ExitCode {
         allow_bind: !cli.no_bind,
         allow_udp: !cli.no_udp,
         udp_advertise: cli.udp_advertise,
+        dns_cache_ttl: std::time::Duration::from_secs(cli.dns_cache_ttl),
         ..ServerOptions::default()
     };
     let admin_sockets = defaults.max_admin_connections + defaults.max_unauthenticated_admin;

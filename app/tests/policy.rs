@@ -813,6 +813,50 @@ fn metrics_agree_with_the_admin_protocol() {
     );
 }
 
+/// CONNECTs to `localhost` (spelled `names`, in turn) at the echo server's port, through a
+/// server with `config`; returns the `socks5d_dns_cache_lookups_total` samples afterwards:
+/// (hit, negative_hit, miss).
+fn lookups_for_names(config: &str, extra: &[&str], names: &[&'static str]) -> (f64, f64, f64) {
+    let e = echo();
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let s = start(&format!("metrics = \"{metrics}\"\n{config}"), extra);
+    for name in names {
+        let target = TargetAddr::Domain(bytes::Bytes::from_static(name.as_bytes()), e.port());
+        let (mut c, rep) = connect_target(s.socks, "alice", &target);
+        assert_eq!(rep, Some(0), "CONNECT {name}: {:?}", s.err.all());
+        ping(&mut c);
+    }
+    // Read here rather than with `parse_exposition`: this one needs no Python module.
+    let text = scrape(metrics);
+    let n = |result: &str| -> f64 {
+        let head = format!("socks5d_dns_cache_lookups_total{{result=\"{result}\"}} ");
+        let found: Vec<f64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&head))
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        assert_eq!(found.len(), 1, "{head}in:\n{text}");
+        found[0]
+    };
+    (n("hit"), n("negative_hit"), n("miss"))
+}
+
+#[test]
+fn a_name_is_resolved_once_then_answered_from_the_cache() {
+    let names = ["localhost", "LocalHost", "localhost"];
+    for runtime in ["tokio", "smol", "async-std"] {
+        let got = lookups_for_names("", &["--runtime", runtime], &names);
+        // The first CONNECT asks the resolver; the others (any case) are answered from the
+        // cache (30 s by default).
+        assert_eq!(got, (2.0, 0.0, 1.0), "{runtime}");
+    }
+    // Off: every request asks the resolver; the flag overrides the file.
+    let got = lookups_for_names("dns_cache_ttl = 0\n", &[], &names);
+    assert_eq!(got, (0.0, 0.0, 3.0));
+    let got = lookups_for_names("dns_cache_ttl = 0\n", &["--dns-cache-ttl", "60"], &names);
+    assert_eq!(got, (2.0, 0.0, 1.0));
+}
+
 #[test]
 fn help_names_every_key_of_the_example() {
     let o = Command::new(env!("CARGO_BIN_EXE_socks5d"))

@@ -20,6 +20,8 @@ pub(crate) struct Params {
     pub(crate) count: Option<u64>,
     /// Per-cycle limit: a cycle slower than this counts as an error.
     pub(crate) cycle_timeout: Duration,
+    /// CONNECT to this name (ATYP 03) at the echo server's port, instead of its address.
+    pub(crate) target_host: Option<Arc<str>>,
 }
 
 /// Result of one handshake run.
@@ -44,10 +46,10 @@ pub(crate) struct Report {
 async fn cycle(
     proxy: SocketAddr,
     creds: Option<&Credentials>,
-    target: SocketAddr,
+    target: socks::Dest<'_>,
 ) -> std::io::Result<()> {
     const MSG: [u8; 32] = *b"socks5d-loadgen echo 32 bytes..!";
-    let mut s = socks::connect(proxy, creds, target).await?;
+    let mut s = socks::connect_to(proxy, creds, target).await?;
     let mut msg = [0u8; 33];
     msg[0] = 32; // the echo server's count: echo 32 bytes, then close
     msg[1..].copy_from_slice(&MSG);
@@ -83,7 +85,12 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
         let creds = server.creds.clone();
         let count = p.count;
         let cycle_timeout = p.cycle_timeout;
+        let host = p.target_host.clone();
         tasks.push(tokio::spawn(async move {
+            let target = match &host {
+                Some(h) => socks::Dest::Name(h, echo.port()),
+                None => socks::Dest::Addr(echo),
+            };
             let mut lat: Vec<u32> = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
@@ -97,7 +104,8 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
                     }
                 }
                 let t = Instant::now();
-                match tokio::time::timeout(cycle_timeout, cycle(proxy, creds.as_ref(), echo)).await
+                match tokio::time::timeout(cycle_timeout, cycle(proxy, creds.as_ref(), target))
+                    .await
                 {
                     Ok(Ok(())) => lat.push(stats::micros(t.elapsed())),
                     Ok(Err(e)) => {

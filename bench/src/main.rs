@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -159,6 +160,10 @@ struct HandshakeArgs {
     /// Stop after this many cycles (whichever comes first).
     #[arg(long)]
     handshake_count: Option<u64>,
+    /// CONNECT to this host name (ATYP 03, for example `localhost`) at the echo server's
+    /// port, instead of to its IPv4 address: the proxy resolves it.
+    #[arg(long, value_name = "NAME", value_parser = parse_target_host)]
+    target_host: Option<String>,
     /// Wrong-password clients looping beside the measured cycles, from other loopback
     /// addresses (0: none). They start `--flood-warmup-secs` before the measurement and stop
     /// after it.
@@ -282,6 +287,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mul).ok_or_else(|| format!("{s}: too large"))
 }
 
+/// A SOCKS5 DST name: 1 to 255 bytes.
+fn parse_target_host(s: &str) -> Result<String, String> {
+    if (1..=255).contains(&s.len()) {
+        Ok(s.to_owned())
+    } else {
+        Err("a host name is 1 to 255 bytes".into())
+    }
+}
+
 fn parse_size32(s: &str) -> Result<u32, String> {
     u32::try_from(parse_size(s)?).map_err(|_| format!("{s}: too large"))
 }
@@ -401,6 +415,7 @@ async fn execute(plan: Plan) -> Result<Results, String> {
             duration: secs(h.handshake_secs),
             count: h.handshake_count,
             cycle_timeout: Duration::from_secs(10),
+            target_host: h.target_host.as_deref().map(Arc::from),
         };
         let flood = (h.flood > 0).then(|| {
             flood::Flood::start(

@@ -32,6 +32,14 @@ fn proto(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
+/// A request's DST: an address (ATYP 01 or 04) or a name the proxy resolves (ATYP 03).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dest<'a> {
+    Addr(SocketAddr),
+    /// 1 to 255 bytes, and the port.
+    Name(&'a str, u16),
+}
+
 /// Connects to `proxy`, authenticates and asks for a CONNECT to `target`. Returns the stream,
 /// ready to relay.
 pub(crate) async fn connect(
@@ -39,20 +47,20 @@ pub(crate) async fn connect(
     creds: Option<&Credentials>,
     target: SocketAddr,
 ) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect(proxy).await?;
-    s.set_nodelay(true)?;
-    handshake(&mut s, creds, target).await?;
-    Ok(s)
+    connect_to(proxy, creds, Dest::Addr(target)).await
 }
 
-/// Runs the SOCKS5 exchange on an open stream.
-pub(crate) async fn handshake(
-    s: &mut TcpStream,
+/// [`connect`] to an address or a name.
+pub(crate) async fn connect_to(
+    proxy: SocketAddr,
     creds: Option<&Credentials>,
-    target: SocketAddr,
-) -> io::Result<()> {
-    authenticate(s, creds).await?;
-    request(s, CMD_CONNECT, target).await.map(drop)
+    target: Dest<'_>,
+) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.set_nodelay(true)?;
+    authenticate(&mut s, creds).await?;
+    request(&mut s, CMD_CONNECT, target).await?;
+    Ok(s)
 }
 
 /// CMD of CONNECT.
@@ -73,7 +81,7 @@ pub(crate) async fn udp_associate(
     let mut s = TcpStream::connect(proxy).await?;
     s.set_nodelay(true)?;
     authenticate(&mut s, creds).await?;
-    let mut relay = request(&mut s, CMD_UDP_ASSOCIATE, client).await?;
+    let mut relay = request(&mut s, CMD_UDP_ASSOCIATE, Dest::Addr(client)).await?;
     if relay.ip().is_unspecified() {
         relay.set_ip(proxy.ip());
     }
@@ -116,20 +124,32 @@ pub(crate) async fn login(s: &mut TcpStream, creds: Option<&Credentials>) -> io:
 
 /// Sends a request and reads its reply; returns BND (a domain name in BND reads as
 /// `0.0.0.0` with BND.PORT).
-async fn request(s: &mut TcpStream, cmd: u8, target: SocketAddr) -> io::Result<SocketAddr> {
+async fn request(s: &mut TcpStream, cmd: u8, target: Dest<'_>) -> io::Result<SocketAddr> {
     let mut req = Vec::with_capacity(22);
     req.extend_from_slice(&[0x05, cmd, 0x00]);
-    match target {
-        SocketAddr::V4(a) => {
+    let port = match target {
+        Dest::Addr(SocketAddr::V4(a)) => {
             req.push(0x01);
             req.extend_from_slice(&a.ip().octets());
+            a.port()
         }
-        SocketAddr::V6(a) => {
+        Dest::Addr(SocketAddr::V6(a)) => {
             req.push(0x04);
             req.extend_from_slice(&a.ip().octets());
+            a.port()
         }
-    }
-    req.extend_from_slice(&target.port().to_be_bytes());
+        Dest::Name(name, port) => {
+            let len = u8::try_from(name.len())
+                .ok()
+                .filter(|&l| l > 0)
+                .ok_or_else(|| proto("a target name is 1 to 255 bytes"))?;
+            req.push(0x03);
+            req.push(len);
+            req.extend_from_slice(name.as_bytes());
+            port
+        }
+    };
+    req.extend_from_slice(&port.to_be_bytes());
     s.write_all(&req).await?;
     let mut head = [0u8; 4];
     s.read_exact(&mut head).await?;

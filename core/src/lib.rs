@@ -98,6 +98,7 @@ pub mod guard;
 pub mod logfmt;
 pub mod policy;
 pub mod proxy_protocol;
+pub mod resolve;
 pub mod sniff;
 pub mod socks5;
 pub mod state;

@@ -21,6 +21,7 @@
 //! | `socks5d_config_reloads_total` | counter | `result` | configuration reloads ([`Metrics::reload`]) |
 //! | `socks5d_config_last_reload_successful` | gauge | | 1 if the last reload (or the start) succeeded |
 //! | `socks5d_log_lines_dropped_total` | counter | | access/credential log lines dropped ([`Metrics::log_lines_dropped`]) |
+//! | `socks5d_dns_cache_lookups_total` | counter | `result` | names to resolve, by where the answer came from ([`Metrics::dns_lookup`]) |
 //!
 //! Labels have a small fixed set of values, every one of them exported from the start (at
 //! zero), so a series never appears out of nowhere. User names are never labels (the number
@@ -86,6 +87,31 @@ impl Direction {
         match self {
             Self::Upload => "upload",
             Self::Download => "download",
+        }
+    }
+}
+
+/// Where the answer to a name lookup came from (label `result` of
+/// `socks5d_dns_cache_lookups_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DnsLookup {
+    /// A fresh answer in the cache (`hit`).
+    Hit,
+    /// A fresh failure (or answer with no address) in the cache: answered as a failure
+    /// without asking (`negative_hit`).
+    NegativeHit,
+    /// Not in the cache, or the cache is off: the resolver was asked (`miss`).
+    Miss,
+}
+
+impl DnsLookup {
+    const ALL: [Self; 3] = [Self::Hit, Self::NegativeHit, Self::Miss];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::NegativeHit => "negative_hit",
+            Self::Miss => "miss",
         }
     }
 }
@@ -262,7 +288,8 @@ impl Collector for AdminCounters {
 /// [`connection_opened`](Self::connection_opened), [`replied`](Self::replied),
 /// [`handshake_latency`](Self::handshake_latency), [`bytes`](Self::bytes),
 /// [`rule_denied`](Self::rule_denied), [`limit_hit`](Self::limit_hit),
-/// [`reload`](Self::reload), [`log_lines_dropped`](Self::log_lines_dropped).
+/// [`reload`](Self::reload), [`log_lines_dropped`](Self::log_lines_dropped),
+/// [`dns_lookup`](Self::dns_lookup).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -284,6 +311,8 @@ pub struct Metrics {
     reloads: [Counter; 2],
     last_reload_ok: Gauge,
     log_dropped: Counter,
+    /// By `DnsLookup as usize`.
+    dns_lookups: [Counter; DnsLookup::ALL.len()],
 }
 
 /// Index of a command in [`COMMANDS`].
@@ -356,6 +385,7 @@ impl Metrics {
         let relayed = Family::<DirectionLabels, Counter>::default();
         let limits = Family::<KindLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
+        let dns_lookups = Family::<ResultLabels, Counter>::default();
         let handshake = Histogram::new(HANDSHAKE_BUCKETS);
         let rule_denials = Counter::default();
         let last_reload_ok = Gauge::default();
@@ -390,6 +420,8 @@ impl Metrics {
                 .map(|k| limits.get_or_create_owned(&KindLabels { kind: k.label() })),
             reloads: ["ok", "error"]
                 .map(|result| reloads.get_or_create_owned(&ResultLabels { result })),
+            dns_lookups: DnsLookup::ALL
+                .map(|d| dns_lookups.get_or_create_owned(&ResultLabels { result: d.label() })),
             handshake: handshake.clone(),
             rule_denials: rule_denials.clone(),
             last_reload_ok: last_reload_ok.clone(),
@@ -444,6 +476,11 @@ impl Metrics {
             "Access and credential log lines dropped because the output did not keep up",
             log_dropped,
         );
+        r.register(
+            "socks5d_dns_cache_lookups",
+            "Host names to resolve, by result: hit and negative_hit answered from the cache, miss asked the resolver",
+            dns_lookups,
+        );
         m
     }
 
@@ -493,6 +530,12 @@ impl Metrics {
     /// the last call).
     pub fn log_lines_dropped(&self, n: u64) {
         self.log_dropped.inc_by(n);
+    }
+
+    /// Counts a name to resolve and where its answer came from: call it where the cache is
+    /// looked up (`Shared::resolve`), once per name.
+    pub fn dns_lookup(&self, result: DnsLookup) {
+        self.dns_lookups[result as usize].inc();
     }
 
     /// Returns the exposition of every metric in `format`, with the admin counters of

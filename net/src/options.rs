@@ -94,6 +94,9 @@ pub struct ServerOptions {
     /// The back-off after failed logins (admin: per address; SOCKS5: per address and user
     /// name): 1 s doubling to 60 s by default.
     pub login_backoff: ThrottlePolicy,
+    /// How long a resolved name is kept (`socks5d_core::resolve`; failures for at most 5 s);
+    /// zero: every domain request asks the resolver.
+    pub dns_cache_ttl: Duration,
 }
 
 impl Default for ServerOptions {
@@ -110,6 +113,7 @@ impl Default for ServerOptions {
             udp_advertise: None,
             login_backoff: ThrottlePolicy::default(),
             shutdown_grace: Duration::from_secs(2),
+            dns_cache_ttl: socks5d_core::resolve::DEFAULT_TTL,
         }
     }
 }

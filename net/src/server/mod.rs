@@ -15,18 +15,19 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_lock::Semaphore;
 use bytes::Bytes;
 use socks5d_core::admin::Framing;
 use socks5d_core::guard::{AdmissionPool, LoginThrottle};
+use socks5d_core::resolve::{CachePolicy, Lookup, ResolveCache};
 use socks5d_core::state::{CloseCause, Connection, Mutation, Outcome, Secret, State};
 
-use crate::metrics::Metrics;
+use crate::metrics::{DnsLookup, Metrics};
 use crate::policy::ServerPolicy;
-use crate::runtime::{race, Raced, Runtime, Socket};
+use crate::runtime::{race, Raced, Resolving, Runtime, Socket};
 use crate::{io as sio, listen, AdminTransport, LogSink, ServerOptions, StdoutSink};
 
 mod admin;
@@ -75,6 +76,8 @@ pub struct Shared<R: Runtime> {
     pub writes: Arc<async_lock::Mutex<()>>,
     /// The operator's policy (rules, limits, egress, PROXY senders), replaced on reload.
     pub policy: Arc<ServerPolicy>,
+    /// Recently resolved names ([`ServerOptions::dns_cache_ttl`]); none when it is zero.
+    resolve_cache: Option<Arc<Mutex<ResolveCache>>>,
 }
 
 /// Makes the administrators' modifications durable (an embedded store, a database): called on
@@ -173,6 +176,7 @@ impl<R: Runtime> Clone for Shared<R> {
             persist: self.persist.clone(),
             writes: self.writes.clone(),
             policy: self.policy.clone(),
+            resolve_cache: self.resolve_cache.clone(),
         }
     }
 }
@@ -182,7 +186,11 @@ impl<R: Runtime> Shared<R> {
     /// thread ([`StdoutSink`]).
     pub fn new(rt: R, state: Arc<State>, options: ServerOptions) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let cache = CachePolicy::with_ttl(options.dns_cache_ttl);
         Self {
+            resolve_cache: cache
+                .is_enabled()
+                .then(|| Arc::new(Mutex::new(ResolveCache::new(cache)))),
             rt,
             state,
             admin_pool: Arc::new(AdmissionPool::new(options.max_unauthenticated_admin)),
@@ -287,6 +295,69 @@ impl<R: Runtime> Shared<R> {
             .run(move || (v.0)(&phc, password.expose()))
             .await
             .unwrap_or(false)
+    }
+
+    /// Resolves `host` to addresses with `port`: from the cache while its answer (or failure)
+    /// is fresh, otherwise with the runtime's resolver, whose answer is then kept. The
+    /// addresses are a copy: the caller may filter them.
+    pub(crate) fn resolve(&self, host: String, port: u16) -> Resolving {
+        let Some(cache) = &self.resolve_cache else {
+            self.count_lookup(DnsLookup::Miss);
+            return self.rt.resolve(host, port);
+        };
+        let now = self.rt.now();
+        let cached: Option<Result<Vec<SocketAddr>, io::ErrorKind>> = match cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lookup(now, host.as_bytes())
+        {
+            Lookup::Hit(ips) => Some(Ok(ips
+                .iter()
+                .map(|&ip| SocketAddr::new(ip, port))
+                .collect())),
+            Lookup::Failed(kind) => Some(Err(kind)),
+            Lookup::Miss => None,
+        };
+        match cached {
+            Some(Ok(addrs)) => {
+                // An answer with no address was kept as a failure is (for the negative TTL).
+                self.count_lookup(if addrs.is_empty() {
+                    DnsLookup::NegativeHit
+                } else {
+                    DnsLookup::Hit
+                });
+                Box::pin(std::future::ready(Ok(addrs)))
+            }
+            Some(Err(kind)) => {
+                self.count_lookup(DnsLookup::NegativeHit);
+                Box::pin(std::future::ready(Err(io::Error::new(
+                    kind,
+                    format!("resolving {host:?} failed a moment ago (cached failure)"),
+                ))))
+            }
+            None => {
+                self.count_lookup(DnsLookup::Miss);
+                let lookup = self.rt.resolve(host.clone(), port);
+                let (cache, rt) = (cache.clone(), self.rt.clone());
+                Box::pin(async move {
+                    let r = lookup.await;
+                    let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+                    match &r {
+                        Ok(addrs) => {
+                            c.insert(rt.now(), host.as_bytes(), addrs.iter().map(SocketAddr::ip))
+                        }
+                        Err(e) => c.insert_failure(rt.now(), host.as_bytes(), e.kind()),
+                    }
+                    r
+                })
+            }
+        }
+    }
+
+    fn count_lookup(&self, result: DnsLookup) {
+        if let Some(m) = &self.metrics {
+            m.dns_lookup(result);
+        }
     }
 
     /// Counts into `metrics` (served by [`crate::metrics::serve_metrics`]).

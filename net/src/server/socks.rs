@@ -284,7 +284,7 @@ async fn handshake<R: Runtime>(
                 socks5::Event::Resolve { host, port } => {
                     // The core asks only for UTF-8 names.
                     let host = String::from_utf8_lossy(&host).into_owned();
-                    p.resolving = Some(rt.resolve(host, port));
+                    p.resolving = Some(shared.resolve(host, port));
                 }
                 socks5::Event::Dial { attempt, addr } => {
                     command = Some(socks5::Command::Connect);

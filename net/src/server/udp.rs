@@ -125,7 +125,7 @@ pub(super) async fn associate<R: Runtime>(
                         continue;
                     }
                     let name = String::from_utf8_lossy(&host).into_owned();
-                    resolving.push((host, rt.resolve(name, port)));
+                    resolving.push((host, shared.resolve(name, port)));
                 }
                 UdpEvent::Dropped { reason, from } => {
                     tracing::trace!(%peer, %from, %reason, "UDP datagram dropped");
