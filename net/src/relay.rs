@@ -280,7 +280,8 @@ async fn copy_burst<T: Socket>(
     may_splice: bool,
     grants: Grants<'_>,
 ) -> io::Result<Burst> {
-    let mut buf = vec![0u8; buf_size];
+    let mut buf = CopyBuf::take(buf_size);
+    let buf = &mut buf.0;
     let (mut reads, mut moved, mut full) = (0, 0, 0);
     loop {
         if reads >= BURST_READS || moved >= BURST_BYTES {
@@ -289,7 +290,7 @@ async fn copy_burst<T: Socket>(
         let mut got = 0;
         let r = src.try_read_io(|s| {
             let mut s: &socket2::Socket = s;
-            got = s.read(&mut buf)?;
+            got = s.read(buf)?;
             short_is_drained(got, buf.len())
         });
         let (n, drained) = match r {
@@ -338,6 +339,48 @@ async fn copy_burst<T: Socket>(
         if may_splice && full >= SPLICE_AFTER && cfg!(target_os = "linux") && !tap.sniffing() {
             return Ok(Burst::Switch);
         }
+    }
+}
+
+/// Copy buffers kept by each thread for the next burst: `vec![0; n]` zeroes its 16 KiB (the
+/// default) on every burst, which was 1.8 % of the server's CPU in 1 KiB request/response
+/// traffic (`perf`, BENCHMARKS.md). Only the bytes a read put in are ever looked at, so a
+/// reused buffer's old contents never leave it. At most [`POOLED_BUFFERS`] per thread, and
+/// only of the current buffer size.
+struct CopyBuf(Vec<u8>);
+
+/// Copy buffers a thread keeps (see [`CopyBuf`]).
+const POOLED_BUFFERS: usize = 2;
+
+thread_local! {
+    static COPY_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl CopyBuf {
+    fn take(size: usize) -> Self {
+        let reused = COPY_BUFS
+            .try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                let i = pool.iter().position(|b| b.len() == size)?;
+                Some(pool.swap_remove(i))
+            })
+            .ok()
+            .flatten();
+        Self(reused.unwrap_or_else(|| vec![0u8; size]))
+    }
+}
+
+impl Drop for CopyBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        // During the thread's teardown the pool may be gone: the buffer is then just freed.
+        let _ = COPY_BUFS.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                if pool.len() < POOLED_BUFFERS {
+                    pool.push(buf);
+                }
+            }
+        });
     }
 }
 
