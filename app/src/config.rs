@@ -893,21 +893,28 @@ fn store_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 
 /// `user_store_resync`: 1 to 86400 seconds, as `--user-store-resync`.
 fn resync_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let n = u64::deserialize(d)?;
-    if (1..=86_400).contains(&n) {
-        Ok(Some(n))
-    } else {
-        Err(de::Error::custom(format!("{n} is not in 1..=86400")))
-    }
+    secs_in(d, 1..=86_400)
 }
 
 /// `dns_cache_ttl`: 0 to 86400 seconds, as `--dns-cache-ttl`.
 fn dns_cache_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    secs_in(d, 0..=86_400)
+}
+
+/// A number of seconds within `range`.
+fn secs_in<'de, D: Deserializer<'de>>(
+    d: D,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, D::Error> {
     let n = u64::deserialize(d)?;
-    if n <= 86_400 {
+    if range.contains(&n) {
         Ok(Some(n))
     } else {
-        Err(de::Error::custom(format!("{n} is not in 0..=86400")))
+        Err(de::Error::custom(format!(
+            "{n} is not in {}..={}",
+            range.start(),
+            range.end()
+        )))
     }
 }
 

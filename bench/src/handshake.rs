@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use socks5d_core::socks5::TargetAddr;
+
 use crate::socks::{self, Credentials};
 use crate::{procfs, stats, Server};
 
@@ -46,7 +48,7 @@ pub(crate) struct Report {
 async fn cycle(
     proxy: SocketAddr,
     creds: Option<&Credentials>,
-    target: socks::Dest<'_>,
+    target: &TargetAddr,
 ) -> std::io::Result<()> {
     const MSG: [u8; 32] = *b"socks5d-loadgen echo 32 bytes..!";
     let mut s = socks::connect_to(proxy, creds, target).await?;
@@ -88,8 +90,10 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
         let host = p.target_host.clone();
         tasks.push(tokio::spawn(async move {
             let target = match &host {
-                Some(h) => socks::Dest::Name(h, echo.port()),
-                None => socks::Dest::Addr(echo),
+                Some(h) => {
+                    TargetAddr::Domain(bytes::Bytes::copy_from_slice(h.as_bytes()), echo.port())
+                }
+                None => TargetAddr::Ip(echo),
             };
             let mut lat: Vec<u32> = Vec::new();
             let mut errors = 0u64;
@@ -104,7 +108,7 @@ pub(crate) async fn run(server: &Server, echo: SocketAddr, p: &Params) -> Report
                     }
                 }
                 let t = Instant::now();
-                match tokio::time::timeout(cycle_timeout, cycle(proxy, creds.as_ref(), target))
+                match tokio::time::timeout(cycle_timeout, cycle(proxy, creds.as_ref(), &target))
                     .await
                 {
                     Ok(Ok(())) => lat.push(stats::micros(t.elapsed())),

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 
+use socks5d_core::socks5::TargetAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,14 +33,6 @@ fn proto(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
-/// A request's DST: an address (ATYP 01 or 04) or a name the proxy resolves (ATYP 03).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Dest<'a> {
-    Addr(SocketAddr),
-    /// 1 to 255 bytes, and the port.
-    Name(&'a str, u16),
-}
-
 /// Connects to `proxy`, authenticates and asks for a CONNECT to `target`. Returns the stream,
 /// ready to relay.
 pub(crate) async fn connect(
@@ -47,14 +40,14 @@ pub(crate) async fn connect(
     creds: Option<&Credentials>,
     target: SocketAddr,
 ) -> io::Result<TcpStream> {
-    connect_to(proxy, creds, Dest::Addr(target)).await
+    connect_to(proxy, creds, &TargetAddr::Ip(target)).await
 }
 
 /// [`connect`] to an address or a name.
 pub(crate) async fn connect_to(
     proxy: SocketAddr,
     creds: Option<&Credentials>,
-    target: Dest<'_>,
+    target: &TargetAddr,
 ) -> io::Result<TcpStream> {
     let mut s = TcpStream::connect(proxy).await?;
     s.set_nodelay(true)?;
@@ -81,7 +74,7 @@ pub(crate) async fn udp_associate(
     let mut s = TcpStream::connect(proxy).await?;
     s.set_nodelay(true)?;
     authenticate(&mut s, creds).await?;
-    let mut relay = request(&mut s, CMD_UDP_ASSOCIATE, Dest::Addr(client)).await?;
+    let mut relay = request(&mut s, CMD_UDP_ASSOCIATE, &TargetAddr::Ip(client)).await?;
     if relay.ip().is_unspecified() {
         relay.set_ip(proxy.ip());
     }
@@ -124,32 +117,15 @@ pub(crate) async fn login(s: &mut TcpStream, creds: Option<&Credentials>) -> io:
 
 /// Sends a request and reads its reply; returns BND (a domain name in BND reads as
 /// `0.0.0.0` with BND.PORT).
-async fn request(s: &mut TcpStream, cmd: u8, target: Dest<'_>) -> io::Result<SocketAddr> {
+async fn request(s: &mut TcpStream, cmd: u8, target: &TargetAddr) -> io::Result<SocketAddr> {
+    if let TargetAddr::Domain(name, _) = target {
+        if !(1..=255).contains(&name.len()) {
+            return Err(proto("a target name is 1 to 255 bytes"));
+        }
+    }
     let mut req = Vec::with_capacity(22);
     req.extend_from_slice(&[0x05, cmd, 0x00]);
-    let port = match target {
-        Dest::Addr(SocketAddr::V4(a)) => {
-            req.push(0x01);
-            req.extend_from_slice(&a.ip().octets());
-            a.port()
-        }
-        Dest::Addr(SocketAddr::V6(a)) => {
-            req.push(0x04);
-            req.extend_from_slice(&a.ip().octets());
-            a.port()
-        }
-        Dest::Name(name, port) => {
-            let len = u8::try_from(name.len())
-                .ok()
-                .filter(|&l| l > 0)
-                .ok_or_else(|| proto("a target name is 1 to 255 bytes"))?;
-            req.push(0x03);
-            req.push(len);
-            req.extend_from_slice(name.as_bytes());
-            port
-        }
-    };
-    req.extend_from_slice(&port.to_be_bytes());
+    target.encode(&mut req);
     s.write_all(&req).await?;
     let mut head = [0u8; 4];
     s.read_exact(&mut head).await?;

@@ -50,7 +50,7 @@ pub async fn write_with<S: Socket, T>(
 /// Reads once (up to `max` bytes) from a stream socket and appends to `buf`; `Ok(0)` is end
 /// of stream. Cancel-safe: `buf` only ever grows by bytes read (the only await is the
 /// readiness wait). A short read tells the runtime that the socket is drained (see
-/// [`crate::relay`]), so the next call waits for an event without a failing read first.
+/// [`short_is_drained`]), so the next call waits for an event without a failing read first.
 ///
 /// # Errors
 ///
@@ -63,7 +63,7 @@ pub async fn read_buf<S: Socket>(s: &S, buf: &mut BytesMut, max: usize) -> io::R
         let r = s.try_read_io(|sock| {
             let mut sock: &socket2::Socket = sock;
             got = sock.read(&mut buf[start..])?;
-            crate::relay::short_is_drained(got, max)
+            short_is_drained(got, max)
         });
         buf.truncate(start + got);
         match r {
@@ -72,6 +72,19 @@ pub async fn read_buf<S: Socket>(s: &S, buf: &mut BytesMut, max: usize) -> io::R
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => return r,
         }
+    }
+}
+
+/// The result to give a runtime's `try_read_io` for a read of `n` bytes into `room`: a short
+/// read emptied the stream socket, so it is reported as `WouldBlock` (the caller keeps the
+/// `n` bytes it read) and a runtime that caches readiness forgets it; the next read then
+/// waits for an event instead of failing with `EAGAIN` first. A full read or the end of
+/// stream (0) is `Ok(n)`.
+pub(crate) fn short_is_drained(n: usize, room: usize) -> io::Result<usize> {
+    if n > 0 && n < room {
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(n)
     }
 }
 

@@ -218,22 +218,16 @@ async fn one_way<T: Socket>(way: &Way<'_, T>) -> io::Result<()> {
         // Each burst's state is boxed for the burst's life: the future of an idle direction
         // is then its readiness wait alone, not the largest burst's state (issue 16: memory
         // per idle connection; one allocation per wake-up, next to at least two syscalls).
-        let splicing = cfg!(target_os = "linux")
+        let splicing = way.grants.is_none()
+            && cfg!(target_os = "linux")
             && bulk
             && !no_pipe
-            && !way.tap.sniffing()
-            && way.grants.is_none();
-        let burst = if way.grants.is_some() {
-            Box::pin(way.copy_burst(false, way.grants)).await?
-        } else if splicing {
-            let to_client = way.dir == Direction::ServerToClient;
-            let quiet = way.buf_size.max(1);
-            Box::pin(splice_burst(
-                way.src, way.dst, way.tap, way.now, to_client, quiet,
-            ))
-            .await?
+            && !way.tap.sniffing();
+        let burst = if splicing {
+            Box::pin(splice_burst(way)).await?
         } else {
-            Box::pin(way.copy_burst(!no_pipe, None)).await?
+            // A rate-limited relay never splices (its bytes are counted out in grants).
+            Box::pin(copy_burst(way, !no_pipe && way.grants.is_none())).await?
         };
         no_pipe = matches!(burst, Burst::NoPipe);
         match burst {
@@ -254,33 +248,19 @@ async fn one_way<T: Socket>(way: &Way<'_, T>) -> io::Result<()> {
     }
 }
 
-impl<T: Socket> Way<'_, T> {
-    fn copy_burst<'b>(
-        &'b self,
-        may_splice: bool,
-        grants: Grants<'b>,
-    ) -> impl Future<Output = io::Result<Burst>> + 'b {
-        let buf_size = self.buf_size.max(1);
-        copy_burst(
-            self.src, self.dst, self.tap, buf_size, self.now, self.dir, may_splice, grants,
-        )
-    }
-}
-
 /// Reads and writes through one buffer until the source would block, or (with `may_splice`,
 /// on Linux) the sniffer no longer wants the bytes.
-#[allow(clippy::too_many_arguments)]
-async fn copy_burst<T: Socket>(
-    src: &T,
-    dst: &T,
-    tap: &Tap<'_>,
-    buf_size: usize,
-    now: &(dyn Fn() -> Instant + Sync),
-    dir: Direction,
-    may_splice: bool,
-    grants: Grants<'_>,
-) -> io::Result<Burst> {
-    let mut buf = CopyBuf::take(buf_size);
+async fn copy_burst<T: Socket>(way: &Way<'_, T>, may_splice: bool) -> io::Result<Burst> {
+    let Way {
+        src,
+        dst,
+        tap,
+        now,
+        dir,
+        grants,
+        ..
+    } = *way;
+    let mut buf = CopyBuf::take(way.buf_size.max(1));
     let buf = &mut buf.0;
     let (mut reads, mut moved, mut full) = (0, 0, 0);
     loop {
@@ -291,7 +271,7 @@ async fn copy_burst<T: Socket>(
         let r = src.try_read_io(|s| {
             let mut s: &socket2::Socket = s;
             got = s.read(buf)?;
-            short_is_drained(got, buf.len())
+            crate::io::short_is_drained(got, buf.len())
         });
         let (n, drained) = match r {
             Ok(0) => return Ok(Burst::Eof),
@@ -412,15 +392,14 @@ async fn write_all<T: Socket>(
 /// Moves bytes with `splice(2)` through a pipe until the source would block, or the
 /// sniffer wants the bytes again.
 #[cfg(target_os = "linux")]
-async fn splice_burst<T: Socket>(
-    src: &T,
-    dst: &T,
-    tap: &Tap<'_>,
-    now: &(dyn Fn() -> Instant + Sync),
-    to_client: bool,
-    quiet: usize,
-) -> io::Result<Burst> {
+async fn splice_burst<T: Socket>(way: &Way<'_, T>) -> io::Result<Burst> {
     use crate::splice::Pipe;
+    let Way {
+        src, dst, tap, now, ..
+    } = *way;
+    let to_client = way.dir == Direction::ServerToClient;
+    // Less than a buffer before the source drained: not bulk, copy again.
+    let quiet = way.buf_size.max(1);
     let Some(permit) = PipePermit::take() else {
         return Ok(Burst::NoPipe);
     };
@@ -466,26 +445,6 @@ async fn splice_burst<T: Socket>(
 
 /// No `splice(2)` here: always copy.
 #[cfg(not(target_os = "linux"))]
-async fn splice_burst<T: Socket>(
-    _src: &T,
-    _dst: &T,
-    _tap: &Tap<'_>,
-    _now: &(dyn Fn() -> Instant + Sync),
-    _to_client: bool,
-    _quiet: usize,
-) -> io::Result<Burst> {
+async fn splice_burst<T: Socket>(_way: &Way<'_, T>) -> io::Result<Burst> {
     Ok(Burst::NoPipe)
-}
-
-/// The result to give a runtime's `try_read_io` for a read of `n` bytes into `room`: a short
-/// read emptied the stream socket, so it is reported as `WouldBlock` (the caller keeps the
-/// `n` bytes it read) and a runtime that caches readiness forgets it; the next read then
-/// waits for an event instead of failing with `EAGAIN` first. A full read or the end of
-/// stream (0) is `Ok(n)`.
-pub(crate) fn short_is_drained(n: usize, room: usize) -> io::Result<usize> {
-    if n > 0 && n < room {
-        Err(io::ErrorKind::WouldBlock.into())
-    } else {
-        Ok(n)
-    }
 }

@@ -308,8 +308,8 @@ fn sniffs_http_basic_credentials(rt: Runtime) {
     );
 }
 
-/// Starts a server with credential sniffing off: the relay moves bytes with `splice(2)` (on
-/// Linux) from the first byte.
+/// Starts a server with credential sniffing off: the relay copies until a direction reads
+/// full buffers in a row, then (on Linux) moves them with `splice(2)`.
 fn start_without_sniffing(rt: Runtime) -> TestServer {
     TestServer::start(
         rt,
@@ -351,7 +351,8 @@ fn echo_large(s: &std::net::TcpStream, data: Vec<u8>) -> Vec<u8> {
 }
 
 /// A large transfer each way with exact contents and byte counters, with sniffing on (the
-/// sniffer gives up on binary data, then the relay splices) and off (splice throughout).
+/// sniffer gives up on binary data, then the relay splices once the reads are bulk) and off
+/// (copy for the first buffers, then splice).
 fn large_transfer_exact_counters(rt: Runtime) {
     for sniffing in [true, false] {
         let srv = if sniffing {
@@ -390,7 +391,7 @@ fn half_close_without_sniffing(rt: Runtime) {
     let echo = peers::echo_server(LOCALHOST);
     let (mut s, rep, _) = peers::socks_connect(srv.socks, "alice", "secret", &ip(echo)).unwrap();
     assert_eq!(rep, 0);
-    echo_round_trip(&mut s, b"spliced both ways");
+    echo_round_trip(&mut s, b"relayed both ways");
     s.write_all(b"last words").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let rest = peers::read_to_end(&mut s).unwrap();

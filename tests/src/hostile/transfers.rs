@@ -1,8 +1,8 @@
 //! Scenario 5, every byte relayed: concurrent transfers of seeded random sizes in both
 //! directions, with half-closes in both orders, through two servers at once: one with
 //! credential sniffing on (HTTP-looking transfers go through the relay's copy path until
-//! the sniffer gives up, then `splice`; binary ones splice at once) and one with sniffing
-//! off (`-N`: `splice` throughout). Each side's SHA-256 and length must match what the
+//! the sniffer gives up; then, as with binary ones, the relay splices once the reads are
+//! bulk) and one with sniffing off (`-N`: copy for the first full buffers, then `splice`). Each side's SHA-256 and length must match what the
 //! other sent, and each server's admin counters must equal the sum of what went through it.
 //!
 //! Counters, per PROTOCOL.md ("bytes sent and received count every byte the server wrote to
