@@ -50,7 +50,7 @@ pub async fn write_with<S: Socket, T>(
 /// Reads once (up to `max` bytes) from a stream socket and appends to `buf`; `Ok(0)` is end
 /// of stream. Cancel-safe: `buf` only ever grows by bytes read (the only await is the
 /// readiness wait). A short read tells the runtime that the socket is drained (see
-/// [`short_is_drained`]), so the next call waits for an event without a failing read first.
+/// `short_is_drained`), so the next call waits for an event without a failing read first.
 ///
 /// # Errors
 ///
