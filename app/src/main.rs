@@ -361,11 +361,13 @@ fn run(
 ) -> ExitCode {
     let (s, o) = (state, options);
     match runtime {
-        RuntimeArg::Tokio => socks5d_tokio::block_on(None, |rt| serve(rt, s, o, a, persist, p))
-            .unwrap_or_else(|e| {
-                eprintln!("socks5d: cannot start the tokio runtime: {e}");
-                ExitCode::FAILURE
-            }),
+        RuntimeArg::Tokio => {
+            socks5d_tokio::block_on_workers(None, |rt| serve_task(rt, s, o, a, persist, p))
+                .unwrap_or_else(|e| {
+                    eprintln!("socks5d: cannot start the tokio runtime: {e}");
+                    ExitCode::FAILURE
+                })
+        }
         RuntimeArg::Smol => {
             socks5d_async_std::block_on_smol(None, |rt| serve(rt, s, o, a, persist, p))
         }
@@ -384,6 +386,19 @@ struct Addrs {
     socks: SocketAddr,
     admin: SocketAddr,
     metrics: Option<SocketAddr>,
+}
+
+/// [`serve`], its future known to be `Send` (proven once, for every runtime: rustc cannot
+/// prove it for a concrete runtime's futures, rust-lang/rust#130113).
+fn serve_task<R: socks5d_net::Runtime>(
+    rt: R,
+    state: Arc<State>,
+    options: ServerOptions,
+    a: Addrs,
+    persist: Stores,
+    p: Policy,
+) -> impl std::future::Future<Output = ExitCode> + Send + 'static {
+    serve(rt, state, options, a, persist, p)
 }
 
 /// Binds the listeners on `rt` and serves until SIGINT or SIGTERM.
@@ -442,9 +457,6 @@ async fn serve<R: socks5d_net::Runtime>(
         shutdown_signal().await;
         drop(stop);
     };
-    let wait = |rx: async_channel::Receiver<()>| async move {
-        let _ = rx.recv().await;
-    };
     let (socks_tx, socks_rx) = async_channel::bounded(1);
     let (admin_tx, admin_rx) = async_channel::bounded(1);
     let rebinders = reload::Rebinders {
@@ -460,7 +472,7 @@ async fn serve<R: socks5d_net::Runtime>(
         admin: Some(admin_rx),
     };
     let server = socks5d_net::run_rebindable(listeners, shared, wait(stopped.clone()), rebind);
-    let metrics = async {
+    let metrics = async move {
         if let Some((l, m)) = metrics {
             serve_metrics(&rt, l, m, state, wait(stopped)).await;
         }
@@ -468,6 +480,11 @@ async fn serve<R: socks5d_net::Runtime>(
     let server = futures_lite::future::zip(server, reloads);
     futures_lite::future::zip(signal, futures_lite::future::zip(server, metrics)).await;
     ExitCode::SUCCESS
+}
+
+/// Completes when every sender of `rx` is dropped (the shutdown signal).
+async fn wait(rx: async_channel::Receiver<()>) {
+    let _ = rx.recv().await;
 }
 
 /// Completes on SIGINT or SIGTERM (async-signal: works on every runtime).

@@ -137,15 +137,13 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
-    /// Loads the file again and applies it; on any error keeps everything as it was.
-    async fn reload<R: Runtime>(
-        &mut self,
-        shared: &Shared<R>,
-        rebind: &mut Rebinders<R>,
-    ) -> Result<(), String> {
-        let new = config::load(&self.path).map_err(|e| e.to_string())?;
-        let policy = policy_of(Some(&new), &self.overrides)?;
-        // New listeners are bound before anything is applied: a bind error fails the reload.
+    /// The SOCKS and admin addresses after a reload to `new`: the file's, where the command
+    /// line does not fix them, or the defaults.
+    fn addrs_of<R: Runtime>(
+        &self,
+        new: &FileConfig,
+        rebind: &Rebinders<R>,
+    ) -> Result<(SocketAddr, SocketAddr), String> {
         let o = &self.overrides;
         let defaults =
             <Cli as clap::Parser>::try_parse_from(["socks5d"]).map_err(|e| e.to_string())?;
@@ -186,42 +184,13 @@ impl Reloader {
                 defaults.admin_port,
             ),
         );
-        let socks = if socks_addr == rebind.socks_addr {
-            None
-        } else {
-            Some(
-                Listener::bind(&shared.rt, socks_addr)
-                    .map_err(|e| format!("cannot listen on {socks_addr} (SOCKS): {e}"))?,
-            )
-        };
-        let admin = if admin_addr == rebind.admin_addr {
-            None
-        } else {
-            Some(
-                AdminListener::bind(&shared.rt, admin_addr, rebind.transport)
-                    .map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?,
-            )
-        };
-        shared.policy.apply(shared.rt.now(), policy);
-        if let Some(l) = socks {
-            let _ = rebind.socks.try_send(l);
-            rebind.socks_addr = socks_addr;
-        }
-        if let Some(l) = admin {
-            let _ = rebind.admin.try_send(l);
-            rebind.admin_addr = admin_addr;
-        }
-        const LIVE: [&str; 4] = ["listen", "port", "admin_listen", "admin_port"];
-        for key in self.file.needs_restart(&new) {
-            if !self.overrides.on_cli(key) && !LIVE.contains(&key) {
-                tracing::warn!(
-                    key,
-                    "configuration reload: this key changed, and takes effect on restart only"
-                );
-            }
-        }
-        // The settings an administrator changes too: only those the file changed, so that
-        // an administrator's change survives a reload that does not touch them.
+        Ok((socks_addr, admin_addr))
+    }
+
+    /// The settings an administrator changes too that a reload to `new` changes: only those
+    /// the file changed, so that an administrator's change survives a reload that does not
+    /// touch them.
+    fn changes_of(&self, new: &FileConfig) -> Vec<Mutation> {
         let (old, o) = (&self.file, &self.overrides);
         let mut changes = Vec::new();
         let changed = |key: &str, a: bool| a && !o.on_cli(key);
@@ -261,7 +230,54 @@ impl Reloader {
         ) {
             changes.push(Mutation::SetCleanup(!v));
         }
-        for m in changes {
+        changes
+    }
+
+    /// Loads the file again and applies it; on any error keeps everything as it was.
+    async fn reload<R: Runtime>(
+        &mut self,
+        shared: &Shared<R>,
+        rebind: &mut Rebinders<R>,
+    ) -> Result<(), String> {
+        let new = config::load(&self.path).map_err(|e| e.to_string())?;
+        let policy = policy_of(Some(&new), &self.overrides)?;
+        // New listeners are bound before anything is applied: a bind error fails the reload.
+        let (socks_addr, admin_addr) = self.addrs_of(&new, rebind)?;
+        let socks = if socks_addr == rebind.socks_addr {
+            None
+        } else {
+            Some(
+                Listener::bind(&shared.rt, socks_addr)
+                    .map_err(|e| format!("cannot listen on {socks_addr} (SOCKS): {e}"))?,
+            )
+        };
+        let admin = if admin_addr == rebind.admin_addr {
+            None
+        } else {
+            Some(
+                AdminListener::bind(&shared.rt, admin_addr, rebind.transport)
+                    .map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?,
+            )
+        };
+        shared.policy.apply(shared.rt.now(), policy);
+        if let Some(l) = socks {
+            let _ = rebind.socks.try_send(l);
+            rebind.socks_addr = socks_addr;
+        }
+        if let Some(l) = admin {
+            let _ = rebind.admin.try_send(l);
+            rebind.admin_addr = admin_addr;
+        }
+        const LIVE: [&str; 4] = ["listen", "port", "admin_listen", "admin_port"];
+        for key in self.file.needs_restart(&new) {
+            if !self.overrides.on_cli(key) && !LIVE.contains(&key) {
+                tracing::warn!(
+                    key,
+                    "configuration reload: this key changed, and takes effect on restart only"
+                );
+            }
+        }
+        for m in self.changes_of(&new) {
             let what = format!("{m:?}");
             let outcome = shared.modify(None, m).await;
             if outcome != Outcome::Applied {

@@ -207,13 +207,28 @@ fn launch(
     let (a, b, c, d, e) = (setup, state, log, stop, ready);
     match runtime {
         Runtime::Tokio => {
-            if let Err(err) = socks5d_tokio::block_on(Some(2), |rt| serve(rt, a, b, c, d, e)) {
+            // As `socks5d` runs: the accept loops on the workers.
+            let main = |rt| serve_task(rt, a, b, c, d, e);
+            if let Err(err) = socks5d_tokio::block_on_workers(Some(2), main) {
                 let _ = failed.send(Err(err.to_string()));
             }
         }
         Runtime::Smol => socks5d_async_std::block_on_smol(Some(2), |rt| serve(rt, a, b, c, d, e)),
         Runtime::AsyncStd => socks5d_async_std::block_on_async_std(|rt| serve(rt, a, b, c, d, e)),
     }
+}
+
+/// [`serve`], its future known to be `Send` (rustc cannot prove it for a concrete runtime's
+/// futures, rust-lang/rust#130113).
+fn serve_task<R: socks5d_net::Runtime>(
+    rt: R,
+    setup: Setup,
+    state: Arc<State>,
+    log: Arc<dyn LogSink>,
+    stop: Stop,
+    ready: Ready,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    serve(rt, setup, state, log, stop, ready)
 }
 
 /// Binds the listeners on `rt`, reports their addresses, and serves until `stop` completes.

@@ -58,15 +58,34 @@ pub async fn serve_admin_connection<R: Runtime>(
     peer: SocketAddr,
     framing: Framing,
 ) -> io::Result<()> {
-    let rt = &shared.rt;
-    let start = rt.now();
-    let (ticket, evicted) = shared.admin_pool.admit_from(start, peer.ip());
+    let ticket = admit(shared, peer);
+    serve_admitted(shared, io, peer, framing, ticket).await
+}
+
+/// Takes `peer`'s place in the admission pool, closing the oldest unauthenticated connection
+/// of the busiest source if the pool is full. The accept loop calls it as it accepts, so that
+/// "oldest" follows the order of arrival whatever order the connections' tasks first run in.
+pub(super) fn admit<R: Runtime>(shared: &Shared<R>, peer: SocketAddr) -> Ticket {
+    let (ticket, evicted) = shared.admin_pool.admit_from(shared.rt.now(), peer.ip());
     if let Some(e) = evicted {
         tracing::debug!(
             id = e.id,
             "admin admission pool full: closing the oldest unauthenticated connection"
         );
     }
+    ticket
+}
+
+/// [`serve_admin_connection`] of a connection already admitted with `ticket`.
+pub(super) async fn serve_admitted<R: Runtime>(
+    shared: &Shared<R>,
+    io: R::Socket,
+    peer: SocketAddr,
+    framing: Framing,
+    ticket: Ticket,
+) -> io::Result<()> {
+    let rt = &shared.rt;
+    let start = rt.now();
     let mut ticket = Some(ticket);
     // The authenticated limit's permit, held while the session lives.
     let mut _permit = None;

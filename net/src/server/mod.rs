@@ -747,6 +747,7 @@ pub async fn serve_admin_rebindable<R: Runtime>(
             }
             _ => break,
         };
+        let ticket = admin::admit(&shared, peer);
         let shared = shared.clone();
         let token = tasks.token();
         rt.spawn(async move {
@@ -759,7 +760,7 @@ pub async fn serve_admin_rebindable<R: Runtime>(
                 Err(e) => return tracing::debug!(%peer, error = %e, "cannot register"),
             };
             tracing::debug!(%peer, "admin connection");
-            if let Err(e) = serve_admin_connection(&shared, io, peer, framing).await {
+            if let Err(e) = admin::serve_admitted(&shared, io, peer, framing, ticket).await {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }
         });
