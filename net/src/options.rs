@@ -80,7 +80,8 @@ pub struct ServerOptions {
     /// in never lock an administrator out).
     pub max_unauthenticated_admin: usize,
     /// A relay one of whose directions has ended, with no byte moved for this long, is
-    /// closed, whether the clean-up routine is on or not (no CLOSE-WAIT pile-up).
+    /// closed, whether the clean-up routine is on or not (no CLOSE-WAIT pile-up), by the
+    /// [`housekeeping`](crate::server::housekeeping) within one of its ticks.
     pub half_close_timeout: Duration,
     /// Whether BIND (RFC 1928 §4) is served; `0x07` otherwise.
     pub allow_bind: bool,

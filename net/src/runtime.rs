@@ -123,6 +123,24 @@ pub async fn race<R: Runtime, C, T>(
     .await
 }
 
+/// Waits for the first of `close` and `io`, polling `close` first: [`race`] without a
+/// deadline, so without a timer in its future (a relay waits in one for its whole life).
+/// `Err` holds the close request's output.
+pub async fn race_close<C, T>(
+    close: impl Future<Output = C>,
+    io: impl Future<Output = T>,
+) -> Result<T, C> {
+    let mut close = pin!(close);
+    let mut io = pin!(io);
+    poll_fn(|cx| {
+        if let Poll::Ready(c) = close.as_mut().poll(cx) {
+            return Poll::Ready(Err(c));
+        }
+        io.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
 /// Yields once to the runtime's scheduler: the task is woken at once and re-queued behind
 /// the tasks that are ready (tokio and async-executor both queue a task that woke itself while
 /// running behind the others).

@@ -1,6 +1,6 @@
 //! What a relay does with each chunk it moves, whatever the runtime.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,23 +36,12 @@ pub struct Tap<'a> {
     /// Bytes moved while sniffing was off: the sniffer must start over before it sees more.
     stale: AtomicBool,
     log: Arc<dyn LogSink>,
-    /// When the relay started; `last_ms` counts from here.
-    base: Instant,
-    /// Milliseconds after `base` of the last byte moved either way.
-    last_ms: AtomicU64,
-    /// One direction has passed its end of stream on (TCP half-close).
-    half_closed: AtomicBool,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl<'a> Tap<'a> {
-    /// Creates the tap of a relay between `conn`'s client and `target`, starting at `now`.
-    pub fn new(
-        now: Instant,
-        conn: &'a Connection,
-        target: TargetAddr,
-        log: Arc<dyn LogSink>,
-    ) -> Self {
+    /// Creates the tap of a relay between `conn`'s client and `target`.
+    pub fn new(conn: &'a Connection, target: TargetAddr, log: Arc<dyn LogSink>) -> Self {
         let sniffer = Sniffer::new(target.port());
         Self {
             conn,
@@ -61,37 +50,19 @@ impl<'a> Tap<'a> {
             sniffer_done: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             log,
-            base: now,
-            last_ms: AtomicU64::new(0),
-            half_closed: AtomicBool::new(false),
             metrics: None,
         }
     }
 
-    fn touch(&self, now: Instant) {
-        let ms = u64::try_from(now.saturating_duration_since(self.base).as_millis());
-        self.last_ms
-            .store(ms.unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// Returns when a byte last moved either way (the relay's start if none did).
-    pub fn last_active(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// One direction reached its end of stream and passed it on.
+    /// One direction reached its end of stream and passed it on: the connection is
+    /// half-closed, and closed by the housekeeping once it goes silent for the half-close
+    /// timeout (`State::sweep_half_closed`).
     pub fn set_half_closed(&self) {
-        self.half_closed.store(true, Ordering::Relaxed);
-    }
-
-    /// Returns whether one direction has ended (the other may still flow).
-    pub fn is_half_closed(&self) -> bool {
-        self.half_closed.load(Ordering::Relaxed)
+        self.conn.set_half_closed();
     }
 
     /// Bytes read from the client (on their way to the destination).
     pub fn from_client(&self, now: Instant, data: &[u8]) {
-        self.touch(now);
         self.conn.record_received(now, data.len());
         self.sniff(data, Sniffer::on_client);
     }
@@ -104,7 +75,6 @@ impl<'a> Tap<'a> {
 
     /// Bytes read from the destination (on their way to the client).
     pub fn from_server(&self, now: Instant, data: &[u8]) {
-        self.touch(now);
         self.conn.record_received(now, data.len());
         self.sniff(data, Sniffer::on_server);
     }
@@ -112,7 +82,6 @@ impl<'a> Tap<'a> {
     /// `n` bytes read from either side and moved without being looked at (the relay's
     /// `splice` path, used only while [`Tap::sniffing`] is false): counted, not sniffed.
     pub fn received(&self, now: Instant, n: usize) {
-        self.touch(now);
         self.conn.record_received(now, n);
         // Sniffing is off and these bytes pass unseen: see `sniff`.
         self.stale.store(true, Ordering::Release);
@@ -129,7 +98,6 @@ impl<'a> Tap<'a> {
 
     /// `n` bytes written to either side.
     pub fn wrote(&self, now: Instant, n: usize) {
-        self.touch(now);
         self.conn.record_sent(now, n);
     }
 

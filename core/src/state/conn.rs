@@ -2,10 +2,10 @@
 //! lets removing a user, the clean-up routine or shutdown close a connection on any thread.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -90,6 +90,8 @@ pub(super) struct ConnShared {
     pub(super) user: OnceLock<Bytes>,
     /// Milliseconds since the state's epoch of the last byte either way.
     last_active_ms: AtomicU64,
+    /// A relay one of whose directions has ended (TCP half-close).
+    half_closed: AtomicBool,
     close: CloseSignal,
 }
 
@@ -132,6 +134,20 @@ impl State {
         })
     }
 
+    /// Asks every relay that is half-closed ([`Connection::set_half_closed`]) and has moved
+    /// no byte for at least `limit` to close, with [`CloseCause::Idle`], whether the clean-up
+    /// routine is on or off. Returns how many were asked. Transports call it on the clean-up
+    /// routine's tick, so a silent half-closed relay is closed between `limit` and `limit`
+    /// plus one tick after its last byte: one timer for the server, none per connection.
+    pub fn sweep_half_closed(&self, now: Instant, limit: Duration) -> usize {
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.millis(now);
+        self.close_where(CloseCause::Idle, |c| {
+            c.half_closed.load(Relaxed)
+                && now_ms.saturating_sub(c.last_active_ms.load(Relaxed)) >= limit
+        })
+    }
+
     /// Asks every open connection to close (server shutdown).
     pub fn close_all(&self) -> usize {
         self.close_where(CloseCause::Shutdown, |_| true)
@@ -148,6 +164,7 @@ impl State {
             kind,
             user: OnceLock::new(),
             last_active_ms: AtomicU64::new(self.millis(now)),
+            half_closed: AtomicBool::new(false),
             close: CloseSignal::default(),
         });
         lock(&self.registry[id as usize % SHARDS]).insert(id, shared.clone());
@@ -214,6 +231,12 @@ impl Connection {
         let _ = self.user_open.set(open);
     }
 
+    /// Marks this connection's relay half-closed: one direction has passed its end of stream
+    /// on. From then on [`State::sweep_half_closed`] closes it once it goes silent.
+    pub fn set_half_closed(&self) {
+        self.shared.half_closed.store(true, Relaxed);
+    }
+
     /// Marks activity at `now` (for the clean-up routine) without counting bytes.
     pub fn touch(&self, now: Instant) {
         self.shared
@@ -270,9 +293,6 @@ impl Drop for Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-    use std::time::Duration;
-
     use super::super::tests::state;
     use super::super::{Mutation, Outcome};
     use super::*;
@@ -305,6 +325,35 @@ mod tests {
         );
         drop(a);
         assert_eq!(s.counters().users_connected, 0);
+    }
+
+    #[test]
+    fn sweep_half_closed_closes_only_silent_half_closed_relays_cleanup_or_not() {
+        let (s, t0) = state();
+        let limit = Duration::from_secs(60);
+        let open = s.open(ConnKind::Proxy, t0);
+        let half = s.open(ConnKind::Proxy, t0);
+        let busy = s.open(ConnKind::Proxy, t0);
+        half.set_half_closed();
+        busy.set_half_closed();
+        assert_eq!(
+            s.apply(None, &Mutation::SetCleanup(false)),
+            Outcome::Applied
+        );
+        let later = t0 + limit;
+        busy.record_sent(later - Duration::from_secs(1), 10);
+        assert_eq!(
+            s.sweep_half_closed(later - Duration::from_millis(1), limit),
+            0
+        );
+        assert_eq!(s.sweep_half_closed(later, limit), 1);
+        assert_eq!(half.close_cause(), Some(CloseCause::Idle));
+        assert_eq!((open.close_cause(), busy.close_cause()), (None, None));
+        // Asked once: a second sweep does not count it again.
+        assert_eq!(s.sweep_half_closed(later, limit), 0);
+        assert_eq!(s.sweep_half_closed(later + limit, limit), 1);
+        assert_eq!(busy.close_cause(), Some(CloseCause::Idle));
+        assert_eq!(open.close_cause(), None);
     }
 
     #[test]

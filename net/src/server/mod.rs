@@ -773,14 +773,21 @@ pub async fn serve_admin_rebindable<R: Runtime>(
 
 /// Runs the clean-up routine ([`State::sweep`]) every `selector_timeout` seconds (read anew
 /// each period, so an administrator's change applies from the next period) until `shutdown`
-/// completes.
+/// completes. On the same tick (every `half_close_timeout` if that is shorter) it closes the
+/// half-closed relays gone silent ([`State::sweep_half_closed`]): a server that runs
+/// [`serve_socks`] without it keeps those open.
 pub async fn housekeeping<R: Runtime>(shared: Shared<R>, shutdown: impl Future<Output = ()>) {
     let rt = &shared.rt;
     let mut shutdown = pin!(shutdown);
     let mut reported_drops = 0;
+    let half_close = shared.options.half_close_timeout;
     loop {
-        let secs = shared.state.settings().selector_timeout().max(1);
-        let next = rt.now() + Duration::from_secs(u64::from(secs));
+        // The clean-up period, or the half-close timeout if that is shorter: a silent
+        // half-closed relay is closed within one tick after its timeout.
+        let period = Duration::from_secs(u64::from(shared.state.settings().selector_timeout()))
+            .min(half_close)
+            .max(Duration::from_secs(1));
+        let next = rt.now() + period;
         let pending = std::future::pending::<()>();
         match race(rt, shutdown.as_mut(), Some(next), pending).await {
             Raced::Deadline => {
@@ -795,6 +802,10 @@ pub async fn housekeeping<R: Runtime>(shared: Shared<R>, shutdown: impl Future<O
                 let n = shared.state.sweep(now);
                 if n > 0 {
                     tracing::debug!(closed = n, "clean-up: closing idle connections");
+                }
+                let n = shared.state.sweep_half_closed(now, half_close);
+                if n > 0 {
+                    tracing::debug!(closed = n, "closing half-closed relays gone silent");
                 }
             }
             _ => return,

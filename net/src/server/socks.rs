@@ -23,7 +23,7 @@ use super::{closed, udp, Shared};
 use crate::io::{self as sio, LINGER};
 use crate::metrics::LimitKind;
 use crate::policy::{check_dest, filter_resolved};
-use crate::runtime::{race, Raced, Runtime, Socket};
+use crate::runtime::{race, race_close, Raced, Runtime, Socket};
 use crate::{listen, relay, unix_time, Tap};
 
 /// Largest read from the client during the handshake.
@@ -567,15 +567,14 @@ async fn relay_established<R: Runtime>(
     let rt = &shared.rt;
     let (peer, conn, dest) = (e.peer, &e.conn, &e.dest);
     let target = std::mem::replace(&mut e.target, socks5::TargetAddr::Ip(peer));
-    let tap =
-        Tap::new(rt.now(), conn, target, shared.log.clone()).with_metrics(shared.metrics.clone());
+    let tap = Tap::new(conn, target, shared.log.clone()).with_metrics(shared.metrics.clone());
     let leftover = std::mem::take(&mut e.leftover);
     if !leftover.is_empty() {
         tap.client_leftover(&leftover);
-        match race(rt, closed(conn), None, sio::write_all(dest, &leftover)).await {
-            Raced::Io(r) => r?,
-            _ => return Ok(()),
-        }
+        let Ok(written) = race_close(closed(conn), sio::write_all(dest, &leftover)).await else {
+            return Ok(());
+        };
+        written?;
         tap.wrote_to(rt.now(), leftover.len(), false);
     }
     drop(leftover);
@@ -591,7 +590,8 @@ async fn relay_established<R: Runtime>(
         sleep: &sleep,
         metrics: shared.metrics.as_deref(),
     });
-    let mut relay = pin!(relay::relay_throttled(
+    // Pinned here and lent: an async fn's argument would be stored twice in its future.
+    let relay = pin!(relay::relay_throttled(
         client,
         dest,
         &tap,
@@ -599,22 +599,13 @@ async fn relay_established<R: Runtime>(
         &now,
         throttle.as_ref()
     ));
-    let half_close = shared.options.half_close_timeout;
-    loop {
-        // Woken once per `half_close` of quiet to look for a half-closed relay gone silent.
-        let check = tap.last_active() + half_close;
-        match race(rt, closed(conn), Some(check), relay.as_mut()).await {
-            Raced::Io(r) => return r,
-            Raced::Close(cause) => {
-                tracing::debug!(%peer, ?cause, "closing relayed connection");
-                return Ok(());
-            }
-            Raced::Deadline => {
-                if tap.is_half_closed() && rt.now() >= tap.last_active() + half_close {
-                    tracing::debug!(%peer, "closing a half-closed relay gone silent");
-                    return Ok(());
-                }
-            }
+    // A half-closed relay gone silent is closed by the housekeeping (`sweep_half_closed`),
+    // through the same close request: no timer per connection.
+    match race_close(closed(conn), relay).await {
+        Ok(r) => r,
+        Err(cause) => {
+            tracing::debug!(%peer, ?cause, "closing relayed connection");
+            Ok(())
         }
     }
 }
