@@ -117,12 +117,16 @@ impl Socket for TokioSocket {
         self.0.get_ref()
     }
 
-    async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await.map(|mut g| g.retain_ready())
+    // `poll_*_ready` keep the task's waker in the socket's own slot, one per direction; the
+    // `readable()` future would hold a waiter node of its own (some 170 bytes, in every idle
+    // relay's future, twice). One slot is enough: a socket is polled by its connection's task
+    // only.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        std::future::poll_fn(|cx| self.0.poll_read_ready(cx).map_ok(|mut g| g.retain_ready()))
     }
 
-    async fn writable(&self) -> io::Result<()> {
-        self.0.writable().await.map(|mut g| g.retain_ready())
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        std::future::poll_fn(|cx| self.0.poll_write_ready(cx).map_ok(|mut g| g.retain_ready()))
     }
 
     fn try_read_io<R>(&self, f: impl FnOnce(&socket2::Socket) -> io::Result<R>) -> io::Result<R> {
