@@ -16,6 +16,7 @@
 //! | `socks5d_replies_total` | counter | `command`, `code` | SOCKS5 replies sent ([`Metrics::replied`]) |
 //! | `socks5d_handshake_duration_seconds` | histogram | | accept to reply ([`Metrics::handshake_latency`]) |
 //! | `socks5d_relayed_bytes_total` | counter | `direction` | bytes relayed ([`Metrics::bytes`]) |
+//! | `socks5d_relayed_spliced_bytes_total` | counter | `direction` | of those, bytes moved by `splice(2)` instead of copied ([`Metrics::spliced`]) |
 //! | `socks5d_rule_denials_total` | counter | | requests an access rule denied ([`Metrics::rule_denied`]) |
 //! | `socks5d_limit_hits_total` | counter | `kind` | connections or requests a limit refused ([`Metrics::limit_hit`]) |
 //! | `socks5d_config_reloads_total` | counter | `result` | configuration reloads ([`Metrics::reload`]) |
@@ -82,6 +83,17 @@ pub enum Direction {
 
 impl Direction {
     const ALL: [Self; 2] = [Self::Upload, Self::Download];
+
+    /// `Download` for bytes written to the client, `Upload` for bytes written to the
+    /// destination.
+    #[must_use]
+    pub fn of(to_client: bool) -> Self {
+        if to_client {
+            Self::Download
+        } else {
+            Self::Upload
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -304,6 +316,8 @@ pub struct Metrics {
     handshake: Histogram,
     /// By `Direction as usize`.
     relayed: [Counter; 2],
+    /// By `Direction as usize`.
+    spliced: [Counter; 2],
     rule_denials: Counter,
     /// By `LimitKind as usize`.
     limit_hits: [Counter; LimitKind::ALL.len()],
@@ -383,6 +397,7 @@ impl Metrics {
         let opened = Family::<CommandLabels, Counter>::default();
         let replies = Family::<ReplyLabels, Counter>::default();
         let relayed = Family::<DirectionLabels, Counter>::default();
+        let spliced = Family::<DirectionLabels, Counter>::default();
         let limits = Family::<KindLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         let dns_lookups = Family::<ResultLabels, Counter>::default();
@@ -413,6 +428,11 @@ impl Metrics {
             }),
             relayed: Direction::ALL.map(|d| {
                 relayed.get_or_create_owned(&DirectionLabels {
+                    direction: d.label(),
+                })
+            }),
+            spliced: Direction::ALL.map(|d| {
+                spliced.get_or_create_owned(&DirectionLabels {
                     direction: d.label(),
                 })
             }),
@@ -450,6 +470,11 @@ impl Metrics {
             "socks5d_relayed_bytes",
             "Bytes relayed, by direction (upload: client to destination)",
             relayed,
+        );
+        r.register(
+            "socks5d_relayed_spliced_bytes",
+            "Of the bytes relayed, those moved by splice(2) instead of copied, by direction",
+            spliced,
         );
         r.register(
             "socks5d_rule_denials",
@@ -507,6 +532,12 @@ impl Metrics {
     /// connection (`Tap`, beside `record_sent` / `record_received`), once per chunk moved.
     pub fn bytes(&self, direction: Direction, n: u64) {
         self.relayed[direction as usize].inc_by(n);
+    }
+
+    /// Counts `n` of the bytes relayed in `direction` (counted by [`Metrics::bytes`] too) as
+    /// moved by `splice(2)`: call it beside `bytes` in the relay's splice path.
+    pub fn spliced(&self, direction: Direction, n: u64) {
+        self.spliced[direction as usize].inc_by(n);
     }
 
     /// Counts a request (or client) an access rule denied: call it where the `02` reply or

@@ -430,7 +430,7 @@ async fn splice_burst<T: Socket>(way: &Way<'_, T>) -> io::Result<Burst> {
         tap.received(now(), n);
         while pipe.pending() > 0 {
             match dst.try_write_io(|_| pipe.drain(to)) {
-                Ok(m) => tap.wrote_to(now(), m, to_client),
+                Ok(m) => tap.spliced_to(now(), m, to_client),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The pipe still holds bytes: it is closed on drop, not pooled.

@@ -106,12 +106,16 @@ impl<'a> Tap<'a> {
     pub fn wrote_to(&self, now: Instant, n: usize, to_client: bool) {
         self.wrote(now, n);
         if let Some(m) = &self.metrics {
-            let dir = if to_client {
-                Direction::Download
-            } else {
-                Direction::Upload
-            };
-            m.bytes(dir, n as u64);
+            m.bytes(Direction::of(to_client), n as u64);
+        }
+    }
+
+    /// `n` bytes written by `splice(2)`: as [`Tap::wrote_to`], and counted as spliced in the
+    /// metrics.
+    pub fn spliced_to(&self, now: Instant, n: usize, to_client: bool) {
+        self.wrote_to(now, n, to_client);
+        if let Some(m) = &self.metrics {
+            m.spliced(Direction::of(to_client), n as u64);
         }
     }
 
