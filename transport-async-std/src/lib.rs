@@ -154,12 +154,15 @@ impl Socket for AsyncSocket {
         self.0.get_ref()
     }
 
+    // `poll_*able` keep the task's waker in the source's own slot, one per direction, as on
+    // tokio (the `readable()` future holds a place in a list of its own). One slot is enough:
+    // a socket is polled by its connection's task only.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        self.0.readable()
+        std::future::poll_fn(|cx| self.0.poll_readable(cx))
     }
 
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        self.0.writable()
+        std::future::poll_fn(|cx| self.0.poll_writable(cx))
     }
 
     // async-io keeps no readiness to clear: `readable()` always waits for a new event.
