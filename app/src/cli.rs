@@ -191,7 +191,8 @@ pub(crate) struct Cli {
     pub(crate) selector_timeout: u8,
 
     /// A relay one of whose directions has ended (half-close), with no byte moved for this
-    /// many seconds (1 to 255), is closed, whether the clean-up is on or off.
+    /// many seconds (1 to 255), is closed, whether the clean-up is on or off. Checked every
+    /// --selector-timeout seconds (or every this many, if fewer).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = parse_seconds)]
     pub(crate) half_close_timeout: u8,
 

@@ -208,7 +208,7 @@ fn launch(
     match runtime {
         Runtime::Tokio => {
             // As `socks5d` runs: the accept loops on the workers.
-            let main = |rt| serve_task(rt, a, b, c, d, e);
+            let main = |rt| serve(rt, a, b, c, d, e);
             if let Err(err) = socks5d_tokio::block_on_workers(Some(2), main) {
                 let _ = failed.send(Err(err.to_string()));
             }
@@ -218,9 +218,11 @@ fn launch(
     }
 }
 
-/// [`serve`], its future known to be `Send` (rustc cannot prove it for a concrete runtime's
-/// futures, rust-lang/rust#130113).
-fn serve_task<R: socks5d_net::Runtime>(
+/// Binds the listeners on `rt`, reports their addresses, and serves until `stop` completes.
+/// Not an `async fn`, so that the future is declared `Send`: rustc cannot prove it for a
+/// concrete runtime's futures (rust-lang/rust#130113), and `block_on_workers` spawns it.
+#[allow(clippy::manual_async_fn)] // an `async fn` could not say `Send`
+fn serve<R: socks5d_net::Runtime>(
     rt: R,
     setup: Setup,
     state: Arc<State>,
@@ -228,41 +230,31 @@ fn serve_task<R: socks5d_net::Runtime>(
     stop: Stop,
     ready: Ready,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    serve(rt, setup, state, log, stop, ready)
-}
-
-/// Binds the listeners on `rt`, reports their addresses, and serves until `stop` completes.
-async fn serve<R: socks5d_net::Runtime>(
-    rt: R,
-    setup: Setup,
-    state: Arc<State>,
-    log: Arc<dyn LogSink>,
-    stop: Stop,
-    ready: Ready,
-) {
-    let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
-    let transport = setup.options.admin_transport;
-    let listeners = match Listeners::bind(&rt, setup.socks_addr, admin_addr, transport) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let addrs = (|| {
-        Ok::<_, std::io::Error>((
-            listeners.socks.local_addr()?,
-            listeners.admin.local_addr()?,
-            listeners.admin.transport(),
-        ))
-    })()
-    .map_err(|e| e.to_string());
-    let _ = ready.send(addrs);
-    let shared = Shared::new(rt, state, setup.options)
-        .with_log(log)
-        .with_policy(setup.policy);
-    socks5d_net::run(listeners, shared, async {
-        let _ = stop.await;
-    })
-    .await;
+    async move {
+        let admin_addr = SocketAddr::new(setup.socks_addr.ip(), 0);
+        let transport = setup.options.admin_transport;
+        let listeners = match Listeners::bind(&rt, setup.socks_addr, admin_addr, transport) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let addrs = (|| {
+            Ok::<_, std::io::Error>((
+                listeners.socks.local_addr()?,
+                listeners.admin.local_addr()?,
+                listeners.admin.transport(),
+            ))
+        })()
+        .map_err(|e| e.to_string());
+        let _ = ready.send(addrs);
+        let shared = Shared::new(rt, state, setup.options)
+            .with_log(log)
+            .with_policy(setup.policy);
+        socks5d_net::run(listeners, shared, async {
+            let _ = stop.await;
+        })
+        .await;
+    }
 }
